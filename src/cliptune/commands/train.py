@@ -1,0 +1,40 @@
+"""`cliptune train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML or JSON config with sections model/data/loss/train/eval."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data spec (overrides data.path)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model spec (overrides model.spec)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set train.lr=1e-4 (repeatable)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under train.output_dir)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Where run directories go (default runs/)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume the run in this directory."),
+    on_bad_sample: Optional[str] = typer.Option(None, "--on-bad-sample", help="error (default) or skip."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Fine-tune a dual encoder; evaluates before and after on the test split and writes the run directory."""
+    quiet_libraries()
+    from cliptune.report.table import comparison_table
+    from cliptune.train.run import resolve_run, train_run
+
+    overrides = list(set_)
+    for key, value in (("data.path", data), ("model.spec", model), ("train.name", name),
+                       ("train.output_dir", output_dir), ("data.on_bad_sample", on_bad_sample)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg, run = resolve_run(str(config) if config else None, overrides, str(resume) if resume else None)
+    console.print(f"run directory: [bold]{run.path}[/]")
+    result = train_run(cfg, run, resume=resume is not None, progress=progress_enabled(quiet), console=console)
+    if result.after is not None:
+        out.print(comparison_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))
+    console.print(f"{result.steps} steps in {result.wall_s:.1f} s; run directory: [bold]{run.path}[/]")

@@ -1,0 +1,200 @@
+"""From a data spec to a checked, grouped, split `Dataset`: the one door every command uses to read data.
+
+Every format is checked the same way here, so "bad input" means the same thing everywhere: a row with a missing or
+unreadable image, an empty caption, a label that is not an integer or an unknown split is either the error (the
+first one, naming its file and row) or, with on_bad_sample="skip", left out and listed in `Dataset.skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cliptune.data.formats import FORMATS, detect_format
+from cliptune.data.images import check_image
+from cliptune.data.records import BadSample, Dataset, Record, Row, group_rows
+from cliptune.data.splits import assign_splits, normalize_ratios, normalize_split
+from cliptune.errors import DataError, UsageError
+from cliptune.utils.registry import Registry
+
+log = logging.getLogger(__name__)
+
+CHECK_THREADS = min(16, 4 * (os.cpu_count() or 1))  # image checks wait on disk more than on the CPU
+
+
+@dataclass(frozen=True)
+class BadSamplePolicy:
+    """What `on_bad_sample` does with the problems found; `first_only` lets checking stop at the first one."""
+
+    apply: Callable[[list[BadSample], str], None]
+    first_only: bool
+
+
+BAD_SAMPLE_POLICIES: Registry[BadSamplePolicy] = Registry("on-bad-sample policy")
+
+
+def _raise_first(problems: list[BadSample], source: str) -> None:
+    if problems:
+        first = problems[0]
+        more = f" (at least {len(problems) - 1} more bad sample(s); on_bad_sample='skip' lists them)" \
+            if len(problems) > 1 else ""
+        raise DataError(first.reason + more, file=first.file, row=first.row)
+
+
+def _report(problems: list[BadSample], source: str) -> None:
+    if problems:
+        log.warning("%s: skipped %d bad sample(s), first: %s", source, len(problems), problems[0])
+
+
+BAD_SAMPLE_POLICIES.register("error")(BadSamplePolicy(_raise_first, first_only=True))
+BAD_SAMPLE_POLICIES.register("skip")(BadSamplePolicy(_report, first_only=False))
+
+
+def load_dataset(spec: str | Path, *, format: str | None = None, image_root: str | Path | None = None,
+                 on_bad_sample: str = "error", check_images: bool = True, group: bool = True,
+                 split_ratios: Sequence[float] | Mapping[str, float] = (0.8, 0.1, 0.1), seed: int = 0) -> Dataset:
+    """Read `spec`, check every row, group rows by image (unless `group=False`) and make sure every record has a
+    split, assigning one per image (seeded, `split_ratios` of train/val/test) when the data has none.
+
+    `check_images` decodes every image cheaply up front so a broken file fails now, not mid-epoch.
+    """
+    policy = BAD_SAMPLE_POLICIES.get(on_bad_sample)
+    try:
+        shares = normalize_ratios(split_ratios)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    path = Path(spec)
+    fmt = FORMATS.get(format or detect_format(path))
+    root = Path(image_root) if image_root is not None else None
+    if root is not None and not root.is_dir():
+        raise DataError("image root is not a folder", file=str(root))
+
+    items = list(fmt.read(path, root))
+    rows, problems = _validate(items, local_images=fmt.local_images, check_images=check_images,
+                               stop_early=policy.first_only)
+    policy.apply(problems, str(path))
+    if not rows:
+        detail = f"all {len(problems)} were bad, first: {problems[0]}" if problems else "the source holds none"
+        raise DataError(f"no usable samples ({detail})", file=str(path))
+
+    _check_split_coverage(rows)
+    _check_consistency(rows, group)
+    records = group_rows(rows) if group else [_record(row) for row in rows]
+    if all(record.split is None for record in records):
+        base = root or (path if path.is_dir() else path.parent)
+        assign_splits(records, shares, seed, key=lambda record: _split_key(record.image, base))
+    return Dataset(records=records, source=str(path), skipped=problems)
+
+
+# ---- row checks -------------------------------------------------------------------------------------------------
+
+def _label(value: object) -> int | None:
+    """Integer labels; "3" and 3.0 (spreadsheets and pandas write ints as floats) count, 3.5 or "cat" do not."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    number = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
+def _check_row(row: Row, local_images: bool) -> Row | str:
+    """The cleaned row (stripped captions, int label, canonical split), or why it is unusable."""
+    captions = [c.strip() for c in row.captions]
+    if not captions or all(not c for c in captions):
+        return "empty caption"
+    if not all(captions):
+        return f"caption {captions.index('') + 1} of {len(captions)} is empty"
+    try:
+        label = _label(row.label)
+    except (TypeError, ValueError):
+        return f"label {row.label!r} is not an integer"
+    try:
+        split = normalize_split(row.split)
+    except ValueError as e:
+        return str(e)
+    if local_images and not os.path.isfile(row.image):
+        return f"image not found: {row.image}"
+    return Row(image=row.image, captions=captions, file=row.file, row=row.row, label=label, split=split,
+               id=row.id, meta=row.meta)
+
+
+def _validate(items: list[Row | BadSample], *, local_images: bool, check_images: bool,
+              stop_early: bool) -> tuple[list[Row], list[BadSample]]:
+    """Rows that pass, and the problems in source order. With `stop_early` only rows before the first cheap
+    problem have their images decoded: the first problem is all the error policy reports."""
+    checked: list[Row | BadSample] = []
+    for item in items:
+        if isinstance(item, BadSample):
+            checked.append(item)
+            continue
+        result = _check_row(item, local_images)
+        checked.append(result if isinstance(result, Row) else BadSample(item.file, item.row, result))
+    if check_images and local_images:
+        first_bad = next((i for i, item in enumerate(checked) if isinstance(item, BadSample)), len(checked))
+        limit = first_bad if stop_early else len(checked)
+        reasons = _image_problems({item.image for item in checked[:limit] if isinstance(item, Row)})
+        checked = [BadSample(item.file, item.row, f"{reasons[item.image]}: {item.image}")
+                   if isinstance(item, Row) and reasons.get(item.image) else item for item in checked]
+    rows = [item for item in checked if isinstance(item, Row)]
+    problems = [item for item in checked if isinstance(item, BadSample)]
+    return rows, problems
+
+
+def _image_problems(images: set[str]) -> dict[str, str | None]:
+    """image -> reason it will not load (None when fine), checked in parallel."""
+    ordered = sorted(images)
+    if len(ordered) <= 1:
+        return {image: check_image(image) for image in ordered}
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check-image") as pool:
+        return dict(zip(ordered, pool.map(check_image, ordered)))
+
+
+# ---- whole-dataset checks ---------------------------------------------------------------------------------------
+
+def _check_split_coverage(rows: list[Row]) -> None:
+    """Either every row says its split or none does: a half-split dataset is ambiguous, not guessable."""
+    without = [row for row in rows if row.split is None]
+    if without and len(without) < len(rows):
+        first = without[0]
+        raise DataError(f"{len(rows) - len(without)} of {len(rows)} samples have a split and {len(without)} do not "
+                        "(this is the first without); give every sample a split, or none to have them assigned",
+                        file=first.file, row=first.row)
+
+
+def _check_consistency(rows: list[Row], group: bool) -> None:
+    """Rows of one image must agree on the split (else the image leaks across splits) and, when they are merged
+    into one record, on the label."""
+    fields = ("split", "label") if group else ("split",)
+    first_row: dict[str, Row] = {}
+    for row in rows:
+        seen = first_row.setdefault(row.image, row)
+        for field in fields:
+            here, there = getattr(row, field), getattr(seen, field)
+            if here != there:
+                raise DataError(f"image {row.image} has {field} {here!r} here but {there!r} at "
+                                f"{seen.file}, row {seen.row}; rows of one image must agree", file=row.file,
+                                row=row.row)
+
+
+def _record(row: Row) -> Record:
+    return Record(image=row.image, captions=list(row.captions), split=row.split, label=row.label, id=row.id,
+                  sources=[(row.file, row.row)], meta=dict(row.meta))
+
+
+def _split_key(image: str, base: Path) -> str:
+    """The image path relative to the dataset, so the assigned split survives moving the dataset folder."""
+    base_text = os.path.abspath(base)
+    if os.path.isabs(image) and os.path.commonpath([image, base_text]) == base_text:
+        return os.path.relpath(image, base_text).replace(os.sep, "/")
+    return image

