@@ -5,13 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cliptune-installed
-APT_PACKAGES := fonts-noto-color-emoji
+APT_DEMO := fonts-noto-color-emoji
+APT_TEST := $(APT_DEMO) chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-all setup apt clean
+.PHONY: demo demo-quick test test-all venv apt-demo apt-test clean
 
-setup: $(STAMP) apt
+venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,24 +21,32 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages in APT (skipped when all are present).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
 
-demo: setup
+apt-demo:
+	$(call apt_install,$(APT_DEMO))
+
+apt-test:
+	$(call apt_install,$(APT_TEST))
+
+demo: venv apt-demo
 	$(VENV)/bin/cliptune demo
 
-demo-quick: setup
+demo-quick: venv apt-demo
 	$(VENV)/bin/cliptune demo --quick
 
-test: setup
+test: venv apt-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: setup
+test-all: venv apt-test
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:

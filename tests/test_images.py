@@ -159,3 +159,22 @@ def test_truncated_png_fails_the_cheap_check(tmp_path):
     assert check_image(cut) is not None
     with pytest.raises(DataError):
         load_image(cut)
+
+
+def test_inspect_reports_upright_size_and_problems_from_bytes(tmp_path):
+    from cliptune.data.images import inspect_image, load_image_bytes
+
+    stored = Image.new("RGB", (40, 20), RED)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 20 wide, 40 high
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif, quality=95)
+    assert inspect_image(str(path)) == (None, (20, 40))
+    assert inspect_image(path.read_bytes()) == (None, (20, 40))
+    assert load_image_bytes(path.read_bytes(), "shard.tar#k.jpg").size == (20, 40)
+    reason, size = inspect_image(path.read_bytes()[:300])
+    assert "truncated" in reason and size is None
+    assert "not an image" in inspect_image(b"plain text")[0]
+    with pytest.raises(DataError) as err:
+        load_image_bytes(b"plain text", "shard.tar#k.jpg")
+    assert err.value.file == "shard.tar#k.jpg"

@@ -23,7 +23,7 @@ build_app = typer.Typer(no_args_is_help=True, help="Build a demo dataset from in
 app.add_typer(data_app, name="data")
 data_app.add_typer(build_app, name="build")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
@@ -50,6 +50,14 @@ COMMAND_MODULES = (
     "cliptune.commands.evaluate",
     "cliptune.commands.data",
     "cliptune.commands.demo",
+    "cliptune.commands.to_wds",
+    "cliptune.commands.validate",
+    "cliptune.commands.classify",
+    "cliptune.commands.report",
+    "cliptune.commands.match",
+    "cliptune.commands.search",
+    "cliptune.commands.serve",
+    "cliptune.commands.wise",
 )
 
 
@@ -61,26 +69,16 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    """Entry point: click reports usage errors itself (exit 2); cliptune's errors become one red line + exit code."""
     _register_commands()
     try:
-        app(standalone_mode=False)
+        app()
     except CliptuneError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

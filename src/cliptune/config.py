@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cliptune.errors import UsageError
 
@@ -26,6 +26,13 @@ class PerTower(_Section):
     text: int = 0
 
 
+class LoraCfg(_Section):
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] | dict[str, list[str]] | None = None  # module-name suffixes (per tower with a dict)
+
+
 class ModelCfg(_Section):
     spec: str = "lite"
     embed_dim: int | None = None  # backend default (lite: 256); backends with a pretrained projection refuse it
@@ -35,6 +42,12 @@ class ModelCfg(_Section):
     context_length: int | None = None
     freeze: Literal["none", "image", "text", "both"] = "none"
     unfreeze_last_n: PerTower = Field(default_factory=PerTower)
+    preset: Literal["vision-freeze", "mixfreeze", "unfreeze"] | None = None  # see models/presets.py
+    vision_layers_frozen: int | None = None  # freeze exactly the first N image blocks
+    freeze_heads: bool = False  # projection heads frozen too
+    head_batch_norm: bool | None = None  # mlp head with BatchNorm (composed)
+    attention_pool: bool | None = None  # attention pooling of the image feature map (composed)
+    lora: LoraCfg | None = None  # LoRA adapters on the towers' attention layers (models/lora.py)
 
     @field_validator("unfreeze_last_n", mode="before")
     @classmethod
@@ -54,6 +67,16 @@ class DataCfg(_Section):
     test_split: str = "test"
     num_workers: int = 0
     max_train_images: int | None = None
+    # WebDataset shards: member extensions tried for the image (None: "jpg;jpeg;png;webp;bmp;gif;tiff;tif") and
+    # caption sources, first present wins (None: "json:captions;json:caption;txt"); other formats refuse them
+    wds_image_key: str | None = None
+    wds_caption_key: str | None = None
+    streaming: bool = False  # read shards as a stream (data.streaming) instead of indexing every sample
+    shuffle_buffer: int = Field(1000, ge=0)  # streaming: samples held for shuffling within a reader
+    resampled: bool = False  # streaming: draw shards with replacement, endlessly (set epoch_length or max_steps)
+    epoch_length: int | None = Field(None, ge=1)  # streaming + resampled: samples per epoch over all ranks
+    no_duplicate_batches: bool = True  # no image or caption text twice in a batch (false negatives)
+    decode_cache: bool = False  # store decoded images resized to the model's input size; later epochs read it
 
 
 class LossCfg(_Section):
@@ -68,6 +91,7 @@ class TrainCfg(_Section):
     batch_size: int = 64
     lr: float = 1e-4
     head_lr: float | None = None  # heads and logit scale; defaults to lr
+    layer_decay: float | None = None  # lr × decay^(depth from the top) per trunk block (train/optim.py)
     weight_decay: float = 0.1
     warmup_steps: int = 50
     min_lr_ratio: float = 0.0
@@ -81,22 +105,100 @@ class TrainCfg(_Section):
     early_stop_metric: str = "mean_R@10"
     save_every_epoch: bool = False
     feature_cache: bool = True
+    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops (each one skips its update)
     log_every: int = 10
     output_dir: str = "runs"
     name: str | None = None
+    task: Literal["retrieval", "match"] = "retrieval"  # match: labelled pairs (image_path,text,label), loss `match`
+    gradcache_mini_batch: int | None = Field(None, ge=1)  # GradCache: encode at most this many pairs at a time
+    match_threshold_metric: Literal["f1", "accuracy", "balanced_accuracy"] = "f1"  # tuned on val pairs
+    # WiSE-FT after training (train/wise.py): mix base and fine-tuned weights, choose α on the val split
+    wise_ft: bool = False
+    wise_alphas: str | list[float] = "0:1:0.1"  # quoted 'start:stop:step' (ends included), "a,b,c" or a list; in [0, 1]
+    wise_rule: str | None = None  # target | average | min-drop:D; None: average with wise_general, else target
+    wise_general: str | None = None  # data spec of a general image–text set weighed against the target
+    wise_general_split: str = "all"  # split of wise_general ("all": every record)
+
+    @field_validator("wise_alphas", mode="before")
+    @classmethod
+    def _wise_alphas(cls, v: Any) -> Any:
+        from cliptune.train.wise_rule import parse_alphas
+
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # YAML reads unquoted 0:1:0.1 as base 60 (60.1)
+            raise ValueError(f"got the number {v}: quote a range ('0:1:0.1'; unquoted, YAML reads it as a base-60 "
+                             f"number) or give a list ([0, 0.5, 1])")
+        try:
+            parse_alphas(v)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _wise_rule(self) -> "TrainCfg":
+        from cliptune.train.wise_rule import parse_rule
+
+        try:  # a rule that needs a general set fails here, before training, not after it
+            parse_rule(self.wise_rule, has_general=self.wise_general is not None)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class EvalCfg(_Section):
     split: str = "test"
-    batch_size: int = 128
+    batch_size: int = 32  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
+    report: bool = True  # write report.html (curves, before/after galleries) at the end of training
     chunk_size: int = 1024
+
+
+class AugmentCfg(_Section):
+    """Training-time augmentation (`cliptune.data.augment`); never applied at evaluation."""
+
+    enabled: bool = False
+    crop_scale: tuple[float, float] | None = (0.8, 1.0)  # random resized crop: share of the area kept; None = off
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratios the crop may take
+    color_jitter: float = Field(0.2, ge=0, le=1)  # brightness, contrast, saturation factors in [1-s, 1+s]
+    hue: float = Field(0.0, ge=0, le=0.5)  # hue shift in [-h, h] of a full turn
+    hflip: float = Field(0.5, ge=0, le=1)  # probability; skipped when a caption mentions left or right
+    rotate: float = Field(0.0, ge=0, le=45)  # degrees, uniform in [-r, r], cropped to the rotated content
+    templates: list[str] = Field(default_factory=list)  # e.g. ["a photo of {}"]; one drawn per caption
+    template_prob: float = Field(0.5, ge=0, le=1)  # chance a caption is wrapped in a template
+    word_dropout: float = Field(0.0, ge=0, lt=1)  # chance each word of a caption is dropped (one always stays)
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _range(cls, v: Any, info: Any) -> Any:
+        top = 1.0 if info.field_name == "crop_scale" else float("inf")
+        if v is not None and not (0 < v[0] <= v[1] <= top):
+            raise ValueError(f"expected 0 < low <= high{' <= 1' if top == 1 else ''}, got {tuple(v)}")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _placeholder(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if "{}" not in t]
+        if bad:
+            raise ValueError(f"each template needs a {{}} for the caption: {bad}")
+        return v
+
+    def enabled_for(self, side: str) -> bool:
+        """Whether `side` ("image" or "text") changes between epochs; a side that does must not be cached."""
+        if side not in ("image", "text"):
+            raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+        if not self.enabled:
+            return False
+        if side == "image":
+            return (self.crop_scale is not None and self.crop_scale != (1.0, 1.0)) or self.color_jitter > 0 \
+                or self.hue > 0 or self.hflip > 0 or self.rotate > 0
+        return (bool(self.templates) and self.template_prob > 0) or self.word_dropout > 0
 
 
 class Config(_Section):
     model: ModelCfg = Field(default_factory=ModelCfg)
     data: DataCfg = Field(default_factory=DataCfg)
     loss: LossCfg = Field(default_factory=LossCfg)
+    augment: AugmentCfg = Field(default_factory=AugmentCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
 

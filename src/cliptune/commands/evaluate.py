@@ -1,4 +1,8 @@
-"""`cliptune eval`: retrieval metrics of any model on any split."""
+"""`cliptune eval`: retrieval metrics of any model on any split; subcommands add other evaluations.
+
+`eval` is a group that runs retrieval itself when no subcommand is named, so `cliptune eval --model M --data D`
+keeps working while `cliptune eval zeroshot ...` (commands/classify.py) lives beside it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,17 @@ import typer
 from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 
 
-@app.command("eval")
+eval_app = typer.Typer()
+app.add_typer(eval_app, name="eval")
+
+REQUIRED = ("model", "data")  # required for retrieval only; a subcommand brings its own options
+
+
+@eval_app.callback(invoke_without_command=True)
 def eval_cmd(
-    model: str = typer.Option(..., "--model", help="Model spec or run directory."),
-    data: str = typer.Option(..., "--data", help="Data spec."),
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", help="Model spec or run directory. [required]"),
+    data: Optional[str] = typer.Option(None, "--data", help="Data spec. [required]"),
     split: str = typer.Option("test", "--split", help="Split to evaluate ('all' for every record)."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json here."),
     format: Optional[str] = typer.Option(None, "--format", help="Force the data format."),
@@ -22,10 +33,24 @@ def eval_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Retrieval metrics both ways (R@1/5/10, mAP, NDCG@10, MRR, median rank) on one split."""
+    """Retrieval metrics both ways (R@1/5/10, mAP, NDCG@10, MRR, median rank) on one split.
+
+    `cliptune eval zeroshot --help` for zero-shot classification accuracy on class folders.
+    """
+    from cliptune.errors import UsageError
+
+    if ctx.invoked_subcommand is not None:
+        given = [p.opts[0] for p in ctx.command.params if ctx.params.get(p.name) != p.default]
+        if given:
+            raise UsageError(f"{', '.join(given)} given before {ctx.invoked_subcommand!r}: options before a "
+                             f"subcommand belong to retrieval eval; write cliptune eval {ctx.invoked_subcommand} "
+                             f"--model ... instead")
+        return
+    missing = [f"--{name}" for name, value in zip(REQUIRED, (model, data)) if value is None]
+    if missing:
+        raise UsageError(f"missing option {' and '.join(missing)} (cliptune eval --help for usage)")
     quiet_libraries()
     from cliptune.data.load import load_dataset
-    from cliptune.errors import UsageError
     from cliptune.inference.evaluate import evaluate_records
     from cliptune.models.registry import load_model
     from cliptune.report.table import comparison_table, metrics_record, write_json_atomic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,8 @@ def train(
 ):
     """Fine-tune a dual encoder; evaluates before and after on the test split and writes the run directory."""
     quiet_libraries()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the run
+        console.quiet = out.quiet = quiet = True
     from cliptune.report.table import comparison_table
     from cliptune.train.run import resolve_run, train_run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,11 +13,28 @@ from cliptune.data.records import Record
 
 
 class ImageFiles(TorchDataset):
-    """Item i = transform(load_image(records[i].image)); decode errors name the file and the row it came from."""
+    """Item i = transform(augment(loader(records[i].image))); decode errors name the file and the row it came from.
 
-    def __init__(self, records: list[Record], transform: Callable):
+    `loader` defaults to `load_image` (a `DecodeCache` is a drop-in); `augment` (training only) gets item i's
+    caption for the epoch (`captions[i]`, for the left/right flip rule) and `sample_generator(seed, epoch, i)`,
+    so its draws are the same whatever the worker count; call `set_epoch` (or build one per epoch) to vary them.
+    """
+
+    def __init__(self, records: list[Record], transform: Callable, *, loader: Callable | None = None,
+                 augment: Callable | None = None, captions: Sequence[str] | None = None, seed: int = 0,
+                 epoch: int = 0):
         self.records = records
         self.transform = transform
+        self.loader = loader
+        self.augment = augment
+        self.captions = captions
+        self.seed = seed
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int, captions: Sequence[str] | None = None) -> None:
+        self.epoch = epoch
+        if captions is not None:
+            self.captions = captions
 
     def __len__(self) -> int:
         return len(self.records)
@@ -27,10 +45,15 @@ class ImageFiles(TorchDataset):
 
         rec = self.records[index]
         try:
-            image = load_image(rec.image)
+            image = (self.loader or load_image)(rec.image)
         except DataError as err:
             file, row = rec.sources[0] if rec.sources else (rec.image, None)
             raise DataError(f"image {rec.image}: {err.reason}", file=file, row=row) from None
+        if self.augment is not None:
+            from cliptune.data.seeds import sample_generator
+
+            caption = self.captions[index] if self.captions is not None else rec.captions
+            image = self.augment(image, caption, sample_generator(self.seed, self.epoch, index))
         return self.transform(image)
 
 

@@ -7,12 +7,14 @@ black-on-transparent icon does not turn into a black square.
 
 from __future__ import annotations
 
+import io
 import os
-from typing import Callable
+from typing import IO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from cliptune.data.tar_members import MemberNotFound, is_member_ref, read_member
 from cliptune.errors import DataError
 
 MAX_PIXELS = 100_000_000  # ~10k x 10k; beyond this a file is a decompression bomb, not a training image
@@ -70,6 +72,8 @@ def _too_large(im: Image.Image) -> str | None:
 
 def _failure(error: Exception) -> str:
     """One readable reason for whatever Pillow raised."""
+    if isinstance(error, MemberNotFound):
+        return str(error)
     if isinstance(error, FileNotFoundError):
         return "image file not found"
     if isinstance(error, IsADirectoryError):
@@ -86,18 +90,51 @@ def _failure(error: Exception) -> str:
     return f"cannot decode image: {text}"
 
 
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The raw bytes of an image file or of a `shard.tar#member` reference (OSError when missing)."""
+    path = os.fspath(path)
+    if is_member_ref(path):
+        return read_member(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _source(path: str) -> str | IO[bytes]:
+    """What Pillow should open: the path itself, or the member's bytes for `shard.tar#member`."""
+    return io.BytesIO(read_member(path)) if is_member_ref(path) else path
+
+
+def _decode(source: str | IO[bytes]) -> tuple[Image.Image | None, str | None]:
+    with Image.open(source) as im:
+        reason = _too_large(im)
+        if reason is not None:
+            return None, reason
+        im.load()
+        return to_rgb(_upright(im)), None
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode `path` fully into an upright 8-bit RGB image, or raise DataError(file=path) saying why not."""
+    """Decode `path` (a file, or `shard.tar#member` inside an uncompressed tar) fully into an upright 8-bit RGB
+    image, or raise DataError(file=path) saying why not."""
     path = os.fspath(path)
     try:
-        with Image.open(path) as im:
-            reason = _too_large(im)
-            if reason is None:
-                im.load()
-                return to_rgb(_upright(im))
+        image, reason = _decode(_source(path))
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files; all mean "bad image"
         raise DataError(_failure(e), file=path) from e
-    raise DataError(reason, file=path)
+    if image is None:
+        raise DataError(reason, file=path)
+    return image
+
+
+def load_image_bytes(data: bytes, name: str) -> Image.Image:
+    """`load_image` for bytes already in memory (a streamed tar member); errors name `name`."""
+    try:
+        image, reason = _decode(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001
+        raise DataError(_failure(e), file=name) from e
+    if image is None:
+        raise DataError(reason, file=name)
+    return image
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -125,10 +162,31 @@ def check_image(path: str | os.PathLike) -> str | None:
     Cheap enough to run over a whole dataset before training, and safe to call from several threads.
     """
     try:
-        with Image.open(os.fspath(path)) as im:
+        return inspect_image(_source(os.fspath(path)))[0]
+    except Exception as e:  # noqa: BLE001
+        return _failure(e)
+
+
+def inspect_image(source: str | IO[bytes] | bytes) -> tuple[str | None, tuple[int, int] | None]:
+    """(why it would fail to load or None, upright (width, height) or None), at `check_image`'s cost."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as im:
+            size = _upright_size(im)
             reason = _too_large(im)
             if reason is None:
                 _cheap_decode(im)
-            return reason
+            return reason, size
     except Exception as e:  # noqa: BLE001
-        return _failure(e)
+        return _failure(e), None
+
+
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    """The size as shown: EXIF orientations 5-8 swap width and height. Read before decoding (a JPEG draft
+    shrinks `size`); PNGs are taken as upright, since reading their EXIF first would spoil `verify`."""
+    try:
+        orientation = 1 if im.format == "PNG" else im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001
+        orientation = 1
+    return (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cliptune.data.formats import FORMATS, detect_format
+from cliptune.data.formats import FORMATS, Format, detect_format
 from cliptune.data.images import check_image
 from cliptune.data.records import BadSample, Dataset, Record, Row, group_rows
 from cliptune.data.splits import assign_splits, normalize_ratios, normalize_split
@@ -58,11 +58,14 @@ BAD_SAMPLE_POLICIES.register("skip")(BadSamplePolicy(_report, first_only=False))
 
 def load_dataset(spec: str | Path, *, format: str | None = None, image_root: str | Path | None = None,
                  on_bad_sample: str = "error", check_images: bool = True, group: bool = True,
-                 split_ratios: Sequence[float] | Mapping[str, float] = (0.8, 0.1, 0.1), seed: int = 0) -> Dataset:
+                 split_ratios: Sequence[float] | Mapping[str, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                 format_options: Mapping[str, object] | None = None) -> Dataset:
     """Read `spec`, check every row, group rows by image (unless `group=False`) and make sure every record has a
     split, assigning one per image (seeded, `split_ratios` of train/val/test) when the data has none.
 
     `check_images` decodes every image cheaply up front so a broken file fails now, not mid-epoch.
+    `format_options` go to the format's reader (e.g. WebDataset `image_key`, `caption_key`); None values are
+    left out, so a config's unset fields mean the reader's defaults.
     """
     policy = BAD_SAMPLE_POLICIES.get(on_bad_sample)
     try:
@@ -75,7 +78,7 @@ def load_dataset(spec: str | Path, *, format: str | None = None, image_root: str
     if root is not None and not root.is_dir():
         raise DataError("image root is not a folder", file=str(root))
 
-    items = list(fmt.read(path, root))
+    items = list(read_source(fmt, path, root, format_options))
     rows, problems = _validate(items, local_images=fmt.local_images, check_images=check_images,
                                stop_early=policy.first_only)
     policy.apply(problems, str(path))
@@ -88,8 +91,19 @@ def load_dataset(spec: str | Path, *, format: str | None = None, image_root: str
     records = group_rows(rows) if group else [_record(row) for row in rows]
     if all(record.split is None for record in records):
         base = root or (path if path.is_dir() else path.parent)
-        assign_splits(records, shares, seed, key=lambda record: _split_key(record.image, base))
+        assign_splits(records, shares, seed, key=lambda record: split_key(record.image, base))
     return Dataset(records=records, source=str(path), skipped=problems)
+
+
+def read_source(fmt: Format, path: Path, root: Path | None,
+                options: Mapping[str, object] | None = None) -> Iterable[Row | BadSample]:
+    """`fmt.read(path, root, **options)`, refusing options the format does not take (a typo is a usage error)."""
+    options = {key: value for key, value in (options or {}).items() if value is not None}
+    unknown = sorted(set(options) - set(fmt.options))
+    if unknown:
+        takes = ", ".join(fmt.options) or "none"
+        raise UsageError(f"format {fmt.name!r} takes no option(s) {', '.join(unknown)} (it takes: {takes})")
+    return fmt.read(path, root, **options)
 
 
 # ---- row checks -------------------------------------------------------------------------------------------------
@@ -108,23 +122,33 @@ def _label(value: object) -> int | None:
     return int(number)
 
 
-def _check_row(row: Row, local_images: bool) -> Row | str:
+def check_row(row: Row, local_images: bool) -> Row | str:
     """The cleaned row (stripped captions, int label, canonical split), or why it is unusable."""
+    result = row_problem(row, local_images)
+    return result if isinstance(result, Row) else result[1]
+
+
+# kinds of row problem, as `cliptune validate` groups them
+EMPTY_CAPTION, BAD_LABEL, BAD_SPLIT, MISSING_IMAGE = "empty_caption", "bad_label", "bad_split", "missing_image"
+
+
+def row_problem(row: Row, local_images: bool) -> Row | tuple[str, str]:
+    """The cleaned row, or (kind, reason) for the first thing wrong with it."""
     captions = [c.strip() for c in row.captions]
     if not captions or all(not c for c in captions):
-        return "empty caption"
+        return EMPTY_CAPTION, "empty caption"
     if not all(captions):
-        return f"caption {captions.index('') + 1} of {len(captions)} is empty"
+        return EMPTY_CAPTION, f"caption {captions.index('') + 1} of {len(captions)} is empty"
     try:
         label = _label(row.label)
     except (TypeError, ValueError):
-        return f"label {row.label!r} is not an integer"
+        return BAD_LABEL, f"label {row.label!r} is not an integer"
     try:
         split = normalize_split(row.split)
     except ValueError as e:
-        return str(e)
+        return BAD_SPLIT, str(e)
     if local_images and not os.path.isfile(row.image):
-        return f"image not found: {row.image}"
+        return MISSING_IMAGE, f"image not found: {row.image}"
     return Row(image=row.image, captions=captions, file=row.file, row=row.row, label=label, split=split,
                id=row.id, meta=row.meta)
 
@@ -138,9 +162,9 @@ def _validate(items: list[Row | BadSample], *, local_images: bool, check_images:
         if isinstance(item, BadSample):
             checked.append(item)
             continue
-        result = _check_row(item, local_images)
+        result = check_row(item, local_images)
         checked.append(result if isinstance(result, Row) else BadSample(item.file, item.row, result))
-    if check_images and local_images:
+    if check_images:  # archive members (local_images=False) are checked in place, through the same resolver
         first_bad = next((i for i, item in enumerate(checked) if isinstance(item, BadSample)), len(checked))
         limit = first_bad if stop_early else len(checked)
         reasons = _image_problems({item.image for item in checked[:limit] if isinstance(item, Row)})
@@ -192,7 +216,7 @@ def _record(row: Row) -> Record:
                   sources=[(row.file, row.row)], meta=dict(row.meta))
 
 
-def _split_key(image: str, base: Path) -> str:
+def split_key(image: str, base: Path) -> str:
     """The image path relative to the dataset, so the assigned split survives moving the dataset folder."""
     base_text = os.path.abspath(base)
     if os.path.isabs(image) and os.path.commonpath([image, base_text]) == base_text:

@@ -25,6 +25,8 @@ Features = dict[str, torch.Tensor]  # batch-first tensors, so a cache can store 
 class Tower(nn.Module, ABC):
     """One side of a dual encoder, cuttable after any trunk block."""
 
+    feature_version = 1  # bump when prefix() changes what it returns, so cached features are recomputed
+
     @abstractmethod
     def trunk_blocks(self) -> list[nn.Module]:
         """The ordered blocks of the backbone; `unfreeze_last_n` counts from the end of this list."""

@@ -81,10 +81,13 @@ class EfficientNetLiteTower(Tower):
         return x
 
     def prefix(self, inputs: Features, k: int) -> Features:
-        x = self.stem(inputs["pixel_values"])
-        return {"hidden": self._run_blocks(x, 0, self.n_blocks - k)}
+        x = self._run_blocks(self.stem(inputs["pixel_values"]), 0, self.n_blocks - k)
+        # With the whole trunk frozen the pooled vector is all the head needs: 1280 floats instead of 1280×7×7.
+        return {"pooled": x.mean(dim=(2, 3))} if k == 0 else {"hidden": x}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
+        if k == 0:
+            return self.proj(features["pooled"])
         x = self._run_blocks(features["hidden"], self.n_blocks - k, self.n_blocks)
         return self.proj(x.mean(dim=(2, 3)))
 
@@ -98,7 +101,14 @@ class MiniLMTower(Tower):
 
         model_dir = _minilm_dir()
         if pretrained:
-            self.bert = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False, local_files_only=True)
+            from transformers.utils import logging as hf_logging
+
+            previous = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news to the user
+            try:
+                self.bert = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False, local_files_only=True)
+            finally:
+                hf_logging.set_verbosity(previous)
         else:
             self.bert = BertModel(BertConfig.from_pretrained(str(model_dir), local_files_only=True),
                                   add_pooling_layer=False)
@@ -132,14 +142,22 @@ class MiniLMTower(Tower):
         ids, attn = inputs["input_ids"], inputs["attention_mask"]
         hidden = self.bert.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
         hidden = self._run_layers(hidden, attn, 0, self.n_blocks - k)
+        if k == 0:  # the whole trunk is frozen: cache the mean-pooled sentence vector only
+            return {"pooled": self._mean_pool(hidden, attn)}
         return {"hidden": hidden, "attention_mask": attn}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
+        if k == 0:
+            return self.proj(features["pooled"])
         attn = features["attention_mask"]
         hidden = self._run_layers(features["hidden"], attn, self.n_blocks - k, self.n_blocks)
+        return self.proj(self._mean_pool(hidden, attn))
+
+    @staticmethod
+    def _mean_pool(hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Masked mean over tokens, as sentence-transformers pools all-MiniLM-L6-v2."""
         weights = attn.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return self.proj(pooled)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 class LiteDualEncoder(DualEncoder):
@@ -147,7 +165,7 @@ class LiteDualEncoder(DualEncoder):
 
     def __init__(self, embed_dim: int = 256, head: str = "linear", head_hidden: int | None = None,
                  image_size: int = 224, context_length: int = 64, logit_scale: float = 1 / 0.07,
-                 pretrained: bool = True):
+                 logit_bias: float | None = None, pretrained: bool = True):
         self.arch = {"embed_dim": embed_dim, "head": head, "head_hidden": head_hidden, "image_size": image_size,
                      "context_length": context_length}
         super().__init__(
@@ -155,6 +173,7 @@ class LiteDualEncoder(DualEncoder):
             MiniLMTower(embed_dim, head, head_hidden, pretrained=pretrained),
             embed_dim=embed_dim,
             logit_scale=logit_scale,
+            logit_bias=logit_bias,
         )
         self._image_size = image_size
         self._context_length = context_length
@@ -162,6 +181,7 @@ class LiteDualEncoder(DualEncoder):
         from transformers import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()), local_files_only=True)
+        self.eval()  # like every other backend: inference mode until a trainer says otherwise
 
     @property
     def context_length(self) -> int:
@@ -189,7 +209,8 @@ class LiteDualEncoder(DualEncoder):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_safetensors_atomic(self.state_dict(), directory / "model.safetensors")
-        write_export_meta(directory, {"backend": self.backend, "arch": self.arch})
+        arch = {**self.arch, "logit_bias": None if self.logit_bias is None else float(self.logit_bias)}
+        write_export_meta(directory, {"backend": self.backend, "arch": arch})
 
     @classmethod
     def load(cls, directory: str | Path) -> "LiteDualEncoder":
@@ -204,11 +225,17 @@ class LiteDualEncoder(DualEncoder):
 
 
 @SPECS.register("lite")
-def build_lite(argument: str | None = None, **kw) -> LiteDualEncoder:
-    """`lite` with pretrained towers and fresh heads; keyword options are LiteDualEncoder's architecture."""
+def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEncoder:
+    """`lite` with pretrained towers and fresh heads; keyword options are LiteDualEncoder's architecture.
+
+    The heads are drawn from a fixed seed in a forked RNG, so `lite` is the same model every time it is loaded
+    (an index built with it can be searched with it later) and the caller's random state is untouched.
+    """
     if argument:
         raise ModelLoadError(f"lite takes no argument (got lite:{argument})")
-    return LiteDualEncoder(**kw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LiteDualEncoder(**kw)
 
 
 @BACKENDS.register("lite")

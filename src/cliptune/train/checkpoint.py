@@ -59,8 +59,8 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
     if not final.exists():
         tmp = ckpt_root / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             save_safetensors_atomic(model.state_dict(), tmp / "model.safetensors")
             blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
             torch.save(blob, tmp / "optimizer.pt")
@@ -73,8 +73,12 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CliptuneError(f"could not write checkpoint {final} ({err}); the previous checkpoint is intact") from err
-    for link in links:
-        _point(ckpt_root / link, name)
+    try:
+        for link in links:
+            _point(ckpt_root / link, name)
+    except OSError as err:
+        raise CliptuneError(f"could not point {ckpt_root}/{{{','.join(links)}}} at {final} ({err}); "
+                            f"the previous checkpoint is intact") from err
     _prune(ckpt_root, keep)
     return final
 

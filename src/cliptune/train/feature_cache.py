@@ -78,7 +78,9 @@ class FeatureCache:
             settings = repr(self.model.image_transform(train=False))
         else:
             settings = f"{self.model.context_length}|{type(self.model).__name__}"
-        raw = f"{side}|{self.plan.k[side]}|{self._weights_digest[side]}|{settings}|{inputs_digest}"
+        tower = self.model.tower(side)
+        layout = f"{type(tower).__qualname__}/{getattr(tower, 'feature_version', 1)}"
+        raw = f"{side}|{layout}|{self.plan.k[side]}|{self._weights_digest[side]}|{settings}|{inputs_digest}"
         return hashlib.sha1(raw.encode()).hexdigest()
 
     def _cached(self, key: str, compute) -> Features:

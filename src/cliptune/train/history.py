@@ -8,13 +8,16 @@ from pathlib import Path
 
 
 class History:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.enabled = enabled  # only one process of a distributed run writes
         self.jsonl = run_dir / "history.jsonl"
         self.csv = run_dir / "history.csv"
         self._tb = None
         self._tb_dir = run_dir / "tensorboard"
 
     def log(self, entry: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.jsonl, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
         self._tensorboard(entry)
@@ -41,6 +44,8 @@ class History:
         return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def write_csv(self) -> Path:
+        if not self.enabled:
+            return self.csv
         rows = self.entries()
         columns: list[str] = []
         for row in rows:

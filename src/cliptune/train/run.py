@@ -5,6 +5,7 @@ This is the only training module that touches the model registry; `trainer.py` s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cliptune.config import Config, load_config
@@ -18,7 +19,7 @@ def model_kwargs(cfg: Config) -> dict:
     """Architecture options for backends that build heads (lite, composed); None means the backend's default."""
     m = cfg.model
     kw = {"embed_dim": m.embed_dim, "head": m.head, "head_hidden": m.head_hidden, "image_size": m.image_size,
-          "context_length": m.context_length}
+          "context_length": m.context_length, "head_batch_norm": m.head_batch_norm, "attention_pool": m.attention_pool}
     return {k: v for k, v in kw.items() if v is not None}
 
 
@@ -27,10 +28,16 @@ def build_model(cfg: Config):
 
     kwargs = model_kwargs(cfg)
     try:
-        return load_model(cfg.model.spec, **kwargs)
+        model = load_model(cfg.model.spec, **kwargs)
     except TypeError as err:
-        raise UsageError(f"model {cfg.model.spec!r} does not take the options {sorted(kwargs)} ({err}); "
-                         f"leave model.embed_dim/head/image_size/context_length unset for it") from None
+        raise UsageError(f"model {cfg.model.spec!r} does not take the options {sorted(kwargs)} ({err}); leave "
+                         f"model.embed_dim/head/head_batch_norm/attention_pool/image_size/context_length unset "
+                         f"for it") from None
+    if cfg.model.lora is not None:  # before the freeze plan, so the plan sees the adapters
+        from cliptune.models.lora import apply_lora
+
+        apply_lora(model, cfg.model.lora)
+    return model
 
 
 def resolve_run(config_path: str | None, overrides: list[str], resume: str | None) -> tuple[Config, RunDir]:
@@ -42,29 +49,47 @@ def resolve_run(config_path: str | None, overrides: list[str], resume: str | Non
             raise UsageError(f"--resume {resume}: no checkpoint in {run.checkpoints} to resume from")
         return load_config(run.config_file, overrides), run
     cfg = load_config(config_path, overrides)
-    return cfg, RunDir.create(cfg.train.output_dir, cfg.train.name)
+    # Under torchrun every process resolves the same directory; only rank 0 insists that it is new.
+    other_rank = int(os.environ.get("RANK", "0")) != 0
+    if other_rank and not cfg.train.name:
+        raise UsageError("with several processes, give the run a name (--name) so every rank writes to the same one")
+    return cfg, RunDir.create(cfg.train.output_dir, cfg.train.name, exist_ok=other_rank)
 
 
 def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = True, console=None) -> TrainResult:
     from cliptune.data.load import load_dataset
     if not cfg.data.path:
         raise UsageError("no training data: set data.path in the config or pass --data")
-    run.config_file.write_text(cfg.to_yaml(), encoding="utf-8")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        run.config_file.write_text(cfg.to_yaml(), encoding="utf-8")
     d = cfg.data
     data = load_dataset(d.path, format=d.format, image_root=d.image_root, on_bad_sample=d.on_bad_sample,
-                        split_ratios=d.split_ratios, seed=d.split_seed)
+                        split_ratios=d.split_ratios, seed=d.split_seed, group=cfg.train.task != "match")
     if data.skipped and console is not None:
         console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
     model = build_model(cfg)
     result = Trainer(cfg, model, data, run, progress=progress, console=console).fit(resume=resume)
-    if result.after is not None:
+    if result.after is not None and is_main:
         common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=len(data.skipped))
-        payload = metrics_record(result.after, **common)
-        payload["after"] = metrics_record(result.after, **common)
-        if result.before is not None:
-            payload["before"] = metrics_record(result.before, **common)
+        if cfg.train.task == "match":
+            payload = {"match": result.after["match"], "model": common["model"], "data": common["data"],
+                       "split": common["split"], "skipped_samples": common["skipped"]}
+            if result.before is not None:
+                payload["before"] = {"match": result.before["match"]}
+        else:
+            payload = metrics_record(result.after, **common)
+            payload["after"] = metrics_record(result.after, **common)
+            if result.before is not None:
+                payload["before"] = metrics_record(result.before, **common)
         payload["train"] = {"steps": result.steps, "best_step": result.best_step,
                             "stopped_early": result.stopped_early, "wall_s": round(result.wall_s, 2),
                             "run_dir": str(run.path)}
         write_json_atomic(run.metrics_file, payload)
+    if is_main and result.after is not None and cfg.eval.report:
+        from cliptune.report.html import write_report
+
+        report = write_report(run.path, model=model, data=data, progress=progress)
+        if console is not None:
+            console.print(f"report: {report}")
     return result

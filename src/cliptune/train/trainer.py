@@ -12,8 +12,10 @@ same weights as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import re
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,14 +28,20 @@ from cliptune.data.datasets import CaptionIndex, ImageFiles
 from cliptune.data.records import Dataset, Record
 from cliptune.errors import CliptuneError, UsageError
 from cliptune.eval.retrieval import mean_recall
-from cliptune.inference.evaluate import evaluate_records
+from cliptune.inference.evaluate import embed_split, evaluate_records
+from cliptune.inference.match import evaluate_match
 from cliptune.models.base import DualEncoder, Features
-from cliptune.models.freeze import FreezePlan, apply_freeze, plan_freeze, set_train_mode
+from cliptune.models.freeze import FreezePlan, apply_freeze, plan_from_config, set_train_mode
+from cliptune.models.lora import export_model
 from cliptune.objectives import build_objective
 from cliptune.train import checkpoint as ckpt
+from cliptune.train.distributed import init_distributed
 from cliptune.train.early_stop import EarlyStopping
 from cliptune.train.feature_cache import FeatureCache, default_cache_dir, select
+from cliptune.train.gradcache import gradcache_step
 from cliptune.train.history import History
+from cliptune.train.match import detached_match_head, finish_match, match_batch, match_pairs
+from cliptune.train.mining import last_refresh_epoch, log_mined, mine_for, mining_stats, mining_warning
 from cliptune.train.optim import build_optimizer
 from cliptune.train.precision import autocast_context, resolve_device, resolve_precision
 from cliptune.train.rundir import RunDir
@@ -121,25 +129,43 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         t_start = time.time()
         cfg, tc = self.cfg, self.cfg.train
+        dctx = init_distributed(self.device.type)
+        if dctx.enabled:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", dctx.local_rank)
+            self.progress = self.progress and dctx.is_main
+            if tc.gradcache_mini_batch:
+                raise UsageError("train.gradcache_mini_batch is not supported with several processes yet")
         seed_everything(tc.seed)
         train, val, test = self._splits()
         model = self.model.to(self.device)
-        plan = plan_freeze(model, cfg.model.freeze, cfg.model.unfreeze_last_n.model_dump())
+        plan = plan_from_config(model, cfg.model)
         apply_freeze(model, plan)
         cache = None
         if tc.feature_cache and (plan.frozen_prefix("image") or plan.frozen_prefix("text")):
             cache = FeatureCache(model, plan, default_cache_dir(), progress=self.progress,
                                  num_workers=cfg.data.num_workers)
+        if dctx.enabled and not dctx.is_main:
+            dctx.barrier()  # rank 0 fills the on-disk feature cache first; the others then read it
         captions, image_feats, text_feats = self._build_inputs(train, plan, cache)
+        if dctx.enabled and dctx.is_main:
+            dctx.barrier()
         objective = build_objective(cfg.loss.type, **cfg.loss.params).to(self.device)
+        if hasattr(objective, "attach"):  # an objective may add or re-initialise model parameters (SigLIP's bias)
+            objective.attach(model)
+            model.to(self.device)
+        pairs = match_pairs(train) if tc.task == "match" else None
+        evaluate_records = _evaluate_match if pairs is not None else _evaluate_retrieval
+        mines = hasattr(objective, "needs_refresh") and getattr(objective, "num_negatives", 0) > 0
+        mined, mined_epoch = None, None
 
         batch_size = min(tc.batch_size, len(train))
         steps_per_epoch = max(1, len(train) // batch_size) // tc.accum_steps or 1
         total_steps = tc.max_steps or steps_per_epoch * tc.epochs
-        optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.head_lr)
+        optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.head_lr, tc.layer_decay)
         scheduler = build_scheduler(optimizer, tc.warmup_steps, total_steps, tc.min_lr_ratio)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        history = History(self.run.path)
+        history = History(self.run.path, enabled=dctx.is_main)
         stopper = EarlyStopping(tc.early_stop_patience, tc.early_stop_metric)
         eval_kw = dict(cache=cache, progress=self.progress, batch_size=cfg.eval.batch_size,
                        num_workers=cfg.data.num_workers, chunk_size=cfg.eval.chunk_size)
@@ -151,7 +177,7 @@ class Trainer:
             step, epoch, before = state["step"], state["epoch"], state.get("before")
             stopper.load_state(state.get("early_stop", {}))
             self._say(f"resumed from {self.run.checkpoints / 'last'} at step {step}")
-        elif cfg.eval.before and test:
+        elif cfg.eval.before and test and dctx.is_main:
             before = evaluate_records(model, test, **eval_kw)
             history.log({"step": 0, "event": "eval", "split": cfg.eval.split, "phase": "before", **_flat(before)})
 
@@ -160,6 +186,12 @@ class Trainer:
                     "early_stop": stopper.state(), "total_steps": total_steps}
 
         def evaluate_and_checkpoint(current_step: int, current_epoch: int) -> bool:
+            """Rank 0 evaluates and writes the checkpoint; every rank learns whether to stop early."""
+            should_stop = _evaluate_and_checkpoint(current_step, current_epoch) if dctx.is_main else False
+            dctx.barrier()
+            return bool(dctx.broadcast_object(should_stop))
+
+        def _evaluate_and_checkpoint(current_step: int, current_epoch: int) -> bool:
             links = ("last",)
             if val:
                 metrics = evaluate_records(model, val, **eval_kw)
@@ -175,6 +207,11 @@ class Trainer:
                                  state_dict(current_step, current_epoch), links=links)
             return stopper.should_stop
 
+        def encode_text(caption_index: torch.Tensor) -> torch.Tensor:
+            """Normalised embeddings (with grad) of training captions by index; objectives may call it for extras."""
+            tokens = None if text_feats is not None else model.tokenize([captions.texts[int(c)] for c in caption_index])
+            return self._encode_side("text", plan.k["text"], text_feats, caption_index, tokens).float()
+
         # ---- the loop: epoch and position follow from the step alone, so a resumed run continues exactly ----------
         set_train_mode(model, plan, True)
         limit = min(total_steps, tc.stop_at_step) if tc.stop_at_step is not None else total_steps
@@ -182,34 +219,96 @@ class Trainer:
                    dynamic_ncols=True)
         t_window, n_window = time.time(), 0
         stopped_early = False
+        bad_in_row, skipped_steps = 0, 0
         while step < limit and not stopped_early:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             batches = epoch_batches(len(train), batch_size, tc.seed, epoch)
             batches = batches[in_epoch * tc.accum_steps: steps_per_epoch * tc.accum_steps]
             draws = epoch_caption_draws(len(train), tc.seed, epoch)
-            live_images = self._image_batches(train, batches) if image_feats is None else None
+            if mines and mined_epoch != last_refresh_epoch(epoch, objective.refresh_epochs):
+                mined_epoch = last_refresh_epoch(epoch, objective.refresh_epochs)
+                image_all, text_all, _ = embed_split(model, train, cache=cache, progress=self.progress,
+                                                     batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+                mined = mine_for(objective, image_all, text_all, captions.text_to_image, seed=tc.seed + mined_epoch)
+                if objective.log_mined:
+                    log_mined(self.run.path / "mined" / f"epoch_{mined_epoch}.jsonl", mined, captions.texts,
+                              [r.image for r in train], captions.text_to_image)
+                stats = mining_stats(mined)
+                history.log({"step": step, "event": "mining", "epoch": mined_epoch, **stats})
+                warning = mining_warning(stats, objective.false_negative_threshold)
+                if warning:
+                    self._say(f"[yellow]{warning}[/]")
+                set_train_mode(model, plan, True)
+            live_images = (self._image_batches(train, [dctx.shard(b) for b in batches])
+                           if image_feats is None else None)
             for first in range(0, len(batches), tc.accum_steps):
                 optimizer.zero_grad(set_to_none=True)
+                finite = True
                 for index in batches[first:first + tc.accum_steps]:
                     cap_index = torch.tensor([captions.caption_for(int(i), int(draws[i])) for i in index])
                     pixels = {"pixel_values": next(live_images)} if live_images is not None else None
-                    tokens = model.tokenize([captions.texts[int(c)] for c in cap_index]) if text_feats is None else None
-                    with autocast_context(self.device, self.precision):
-                        img = self._encode_side("image", plan.k["image"], image_feats, index, pixels)
-                        txt = self._encode_side("text", plan.k["text"], text_feats, cap_index, tokens)
-                        out = objective(img.float(), txt.float(), model.scale(), model.logit_bias,
-                                        batch={"image_index": index, "caption_index": cap_index})
-                    loss = out["loss"] / tc.accum_steps
-                    if not torch.isfinite(loss):
-                        raise CliptuneError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
-                    scaler.scale(loss).backward()
+                    batch = {"image_index": index, "caption_index": cap_index, "encode_text": encode_text,
+                             "epoch": epoch}
+                    if pairs is not None:
+                        batch.update(match_batch(pairs, index))
+                    if mined is not None:
+                        batch["negatives"] = mined[index]
+                    if tc.gradcache_mini_batch:
+                        def encode_image_at(pos, index=index, pixels=pixels):
+                            live = {"pixel_values": pixels["pixel_values"][pos]} if pixels is not None else None
+                            with autocast_context(self.device, self.precision):
+                                return self._encode_side("image", plan.k["image"], image_feats, index[pos], live).float()
+
+                        def encode_text_at(pos, cap_index=cap_index):
+                            with autocast_context(self.device, self.precision):
+                                return encode_text(cap_index[pos])
+
+                        with autocast_context(self.device, self.precision):  # the loss (and mined negatives) as usual
+                            loss_value, extras = gradcache_step(
+                                encode_image_at, encode_text_at, objective, len(index), tc.gradcache_mini_batch,
+                                model.scale(), model.logit_bias, batch=batch,
+                                scale_loss=lambda l: scaler.scale(l / tc.accum_steps), return_outputs=True)
+                        out = {"loss": torch.tensor(loss_value), **extras}
+                    else:
+                        with autocast_context(self.device, self.precision):
+                            # each rank encodes its slice; gathered with gradient, the loss sees the global batch
+                            img = dctx.gather(self._encode_side("image", plan.k["image"], image_feats,
+                                                                dctx.shard(index), pixels))
+                            txt = dctx.gather(encode_text(dctx.shard(cap_index)))
+                            out = objective(img.float(), txt.float(), model.scale(), model.logit_bias, batch=batch)
+                        loss = out["loss"] / tc.accum_steps
+                        if torch.isfinite(loss):
+                            scaler.scale(loss).backward()
                     n_window += len(index)
-                if tc.grad_clip:
+                    finite = finite and math.isfinite(float(out["loss"].detach()))
+                dctx.average_gradients(p for p in model.parameters() if p.requires_grad)
+                if finite and tc.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                if finite:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    bad_in_row = 0
+                else:  # skip the update, keep data order and schedule on track
+                    optimizer.zero_grad(set_to_none=True)
+                    bad_in_row += 1
+                    skipped_steps += 1
+                    history.log({"step": step + 1, "event": "skipped_step", "loss": str(float(out["loss"].detach())),
+                                 "in_a_row": bad_in_row})
+                    self._say(f"[yellow]warning:[/] non-finite loss at step {step + 1}; update skipped "
+                              f"({bad_in_row} in a row, {skipped_steps} in total)")
+                    if bad_in_row >= tc.max_bad_steps:
+                        if dctx.is_main:
+                            ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
+                                                 state_dict(step, step // steps_per_epoch))
+                        history.write_csv()
+                        raise CliptuneError(
+                            f"the loss was NaN/inf for {bad_in_row} steps in a row (step {step + 1}); stopped. "
+                            f"The last good state is in {self.run.checkpoints / 'last'}. Lower train.lr, set "
+                            f"train.grad_clip, or check the data")
+                with warnings.catch_warnings():  # a skipped update still advances the schedule, on purpose
+                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                    scheduler.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, math.log(model.max_logit_scale))
                 step += 1
@@ -225,18 +324,23 @@ class Trainer:
                 epoch_done = step % steps_per_epoch == 0
                 if (tc.eval_every and step % tc.eval_every == 0) or (not tc.eval_every and epoch_done):
                     stopped_early = evaluate_and_checkpoint(step, epoch + int(epoch_done))
-                if epoch_done and tc.save_every_epoch:
+                if epoch_done and tc.save_every_epoch and dctx.is_main:
                     ckpt.save_epoch_link(self.run.checkpoints, epoch + 1, step)
                 if step >= limit or stopped_early:
                     break
         bar.close()
         epoch = step // steps_per_epoch
         if step < total_steps and not stopped_early:  # stopped on purpose (stop_at_step): leave a resumable state
-            ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler, state_dict(step, epoch))
-            history.write_csv()
+            if dctx.is_main:
+                ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler, state_dict(step, epoch))
+                history.write_csv()
+            dctx.barrier()
             return TrainResult(self.run.path, step, before, None, stopper.best_step, False, time.time() - t_start)
         if ckpt.last_step(self.run.checkpoints) != step:
             evaluate_and_checkpoint(step, epoch)
+        if not dctx.is_main:  # rank 0 alone evaluates, exports and reports
+            return TrainResult(self.run.path, step, None, None, None, stopped_early, time.time() - t_start,
+                               extra={"rank": dctx.rank})
 
         # ---- final: best weights, test split, export -------------------------------------------------------------
         best = self.run.checkpoints / "best"
@@ -246,7 +350,13 @@ class Trainer:
         if after is not None:
             history.log({"step": step, "event": "eval", "split": cfg.eval.split, "phase": "after", **_flat(after)})
         history.write_csv()
-        model.save(self.run.model_dir)
+        with detached_match_head(model):  # the head is saved on its own (match.json), not inside the model file
+            export_model(model, self.run.model_dir)  # LoRA adapters, if any, are merged into the weights
+        if pairs is not None:
+            done = finish_match(model, model.match_head, val or train, test, self.run.model_dir,
+                                metric=tc.match_threshold_metric, progress=self.progress,
+                                batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+            after = {"match": done["test"]} if done["test"] is not None else None
         return TrainResult(self.run.path, step, before, after, stopper.best_step, stopper.should_stop,
                            time.time() - t_start)
 
@@ -257,10 +367,20 @@ class Trainer:
 
 def _flat(metrics: dict) -> dict:
     out = {}
-    for direction in ("t2i", "i2t"):
+    for direction in ("t2i", "i2t", "match"):
         for key, value in metrics.get(direction, {}).items():
-            out[f"{direction}/{key}"] = value
+            if isinstance(value, (int, float)) or value is None:
+                out[f"{direction}/{key}"] = value
     return out
+
+
+def _evaluate_retrieval(model, records, **kw):
+    return evaluate_records(model, records, **kw)
+
+
+def _evaluate_match(model, records, cache=None, progress=True, batch_size=64, num_workers=0, chunk_size=None):
+    return {"match": evaluate_match(model, model.match_head, records, progress=progress, batch_size=batch_size,
+                                    num_workers=num_workers)}
 
 
 def _metric(metrics: dict, name: str) -> float:

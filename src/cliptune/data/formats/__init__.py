@@ -21,7 +21,7 @@ from cliptune.data.records import BadSample, Row
 from cliptune.errors import DataError
 from cliptune.utils.registry import Registry
 
-Reader = Callable[[Path, "Path | None"], Iterable["Row | BadSample"]]
+Reader = Callable[..., Iterable["Row | BadSample"]]  # (path, image_root, **options) -> rows and bad samples
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Format:
 
     `local_images` is False for formats whose `Row.image` is a key inside an archive rather than a file on disk,
     so the loader does not look for it on disk. `priority` breaks ties when two detectors claim the same path.
+    `options` names the keyword options `read` accepts (`load_dataset(format_options=...)`).
     """
 
     name: str
@@ -37,6 +38,7 @@ class Format:
     read: Reader
     local_images: bool = True
     priority: int = 0
+    options: tuple[str, ...] = ()
 
 
 FORMATS: Registry[Format] = Registry("data format")

@@ -6,12 +6,12 @@ Rows are named `train[0]`, `val[3]`, ... (the list and 0-based index), which is 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from cliptune.data.formats import Format, register, resolve_image
+from cliptune.data.formats._json import load_json
 from cliptune.data.records import BadSample, Row
 from cliptune.errors import DataError
 
@@ -33,7 +33,7 @@ def detect(path: Path) -> bool:
 
 def read(path: Path, image_root: Path | None = None) -> Iterator[Row | BadSample]:
     file = str(path)
-    data = _load(path)
+    data = load_json(path)
     splits = data.get("splits") if isinstance(data, dict) else None
     if not isinstance(splits, dict):
         raise DataError('expected a top-level object {"splits": {"train": [...], "val": [...], ...}}', file=file)
@@ -45,20 +45,6 @@ def read(path: Path, image_root: Path | None = None) -> Iterator[Row | BadSample
             raise DataError(f'"splits.{split}" must be a list of entries, got {type(entries).__name__}', file=file)
         for index, entry in enumerate(entries):
             yield _row(entry, split, root, file, f"{split}[{index}]")
-
-
-def _load(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes().decode("utf-8-sig"))
-    except OSError as e:
-        raise DataError(f"cannot read file: {e.strerror or e}", file=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                        "save the file as UTF-8", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        if not e.doc.strip():
-            raise DataError("file is empty", file=str(path)) from None
-        raise DataError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", file=str(path)) from None
 
 
 def _first(entry: dict, keys: tuple[str, ...]) -> tuple[str | None, Any]:

@@ -1,0 +1,159 @@
+"""cliptune's trainer side by side with open_clip's reference trainer (`open_clip_train`): the same tiny open_clip
+architecture, the same images and captions, batch, epochs, optimiser settings and schedule; samples/s of each and
+the test R@10 of each final model, both scored by cliptune's evaluation on the same test split.
+
+    python benchmarks/trainer_vs_open_clip.py [--train 1024] [--test 256] [--epochs 3] [--batch 32]
+
+The architecture is registered at run time with `open_clip.add_model_config` (ViT: width 64, 2 layers, patch 8,
+64 px; text: width 64, 2 layers, context 32; embed 64), in both trainer processes and here. cliptune trains it
+through its `openclip:` backend; open_clip's final checkpoint is scored as `openclip:<arch>/<epoch_N.pt>`.
+Both run as CLI subprocesses on the CPU in fp32 with 0 loader workers, AdamW (0.9, 0.98, eps 1e-6), weight decay
+0.1, gradient clipping at 1.0, cosine schedule with warm-up. Differences that remain, by design of each trainer:
+open_clip exempts gains/biases/logit scale from weight decay; cliptune's data has no val split here so it keeps the
+last weights, as open_clip does (with a val split cliptune would keep the best evaluation's).
+
+samples/s: each trainer's own steady-state figure, the median of its logged rates after the first log (open_clip:
+per logged batch; cliptune: per history window of `--log-every` steps, which exclude its checkpoints), plus the
+whole command's wall clock (start-up, data, training, checkpoints; cliptune's also includes its final test eval and
+export). One run each: on a loaded machine these numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from emoji_subset import write_emoji_subset
+from machine import load_average, machine_info, print_table
+
+ARCH = "bench-tiny-ViT"
+CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+LR, WD, WARMUP, CLIP, SEED = 5e-4, 0.1, 10, 1.0, 0
+
+# Each trainer runs in its own process with the tiny architecture registered first.
+OPEN_CLIP_MAIN = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
+                  "from open_clip_train.main import main; main(sys.argv[2:])")
+CLIPTUNE_MAIN = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
+                 "from cliptune.cli import main; sys.argv = ['cliptune'] + sys.argv[2:]; main()")
+
+
+def run(cmd: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[3:6]} failed (rc {proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
+    return wall
+
+
+def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args) -> dict:
+    cmd = [sys.executable, "-c", OPEN_CLIP_MAIN, str(cfg_dir),
+           "--train-data", str(train_csv), "--dataset-type", "csv", "--csv-separator", ",",
+           "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", ARCH,
+           "--batch-size", str(args.batch), "--epochs", str(args.epochs), "--lr", str(LR), "--wd", str(WD),
+           "--warmup", str(WARMUP), "--grad-clip-norm", str(CLIP), "--workers", "0", "--device", "cpu",
+           "--precision", "fp32", "--logs", str(out), "--name", "open_clip", "--save-frequency", "1",
+           "--log-every-n-steps", str(args.log_every), "--report-to", "", "--seed", str(SEED),
+           "--zeroshot-frequency", "0"]
+    log = out / "open_clip_stdout.log"
+    out.mkdir(parents=True, exist_ok=True)
+    wall = run(cmd, log)
+    text = (out / "open_clip" / "out.log").read_text() if (out / "open_clip" / "out.log").is_file() else log.read_text()
+    rates = [float(m) for m in re.findall(r"Batch \(t\): [\d.]+, ([\d.]+)/s,", text)]
+    checkpoint = out / "open_clip" / "checkpoints" / f"epoch_{args.epochs}.pt"
+    return {"wall_s": wall, "rates": rates, "checkpoint": checkpoint}
+
+
+def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args) -> dict:
+    sets = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch}", f"train.lr={LR}",
+            f"train.weight_decay={WD}", f"train.warmup_steps={WARMUP}", f"train.grad_clip={CLIP}",
+            f"train.seed={SEED}", f"train.log_every={args.log_every}", "train.precision=fp32", "train.device=cpu",
+            "data.num_workers=0", "eval.before=false", "eval.report=false"]
+    cmd = [sys.executable, "-c", CLIPTUNE_MAIN, str(cfg_dir), "train", "--data", str(data_csv),
+           "--model", f"openclip:{ARCH}", "--output-dir", str(out), "--name", "cliptune", "-q",
+           *[a for s in sets for a in ("--set", s)]]
+    out.mkdir(parents=True, exist_ok=True)
+    wall = run(cmd, out / "cliptune_stdout.log")
+    history = [json.loads(x) for x in (out / "cliptune" / "history.jsonl").read_text().splitlines()]
+    rates = [h["samples_per_s"] for h in history if h.get("event") == "train"]
+    return {"wall_s": wall, "rates": rates, "model": out / "cliptune"}
+
+
+def evaluate(spec: str, data_csv: Path) -> dict:
+    from cliptune.data.load import load_dataset
+    from cliptune.inference.evaluate import evaluate_records
+    from cliptune.models.registry import load_model
+
+    test = load_dataset(data_csv).split("test")
+    return evaluate_records(load_model(spec), test, progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=1024)
+    parser.add_argument("--test", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--log-every", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("trainer_vs_open_clip.json"))
+    args = parser.parse_args()
+    import open_clip
+
+    results: dict = {"machine": machine_info(), "arch": ARCH, "arch_config": CONFIG,
+                     "data": f"emoji subset: {args.train} train / {args.test} test images, one caption each",
+                     "epochs": args.epochs, "batch": args.batch, "steps": args.epochs * (args.train // args.batch),
+                     "settings": {"lr": LR, "weight_decay": WD, "warmup_steps": WARMUP, "grad_clip": CLIP,
+                                  "seed": SEED, "precision": "fp32", "device": "cpu", "workers": 0},
+                     "cliptune_backend": "openclip: (models/openclip.py), the same open_clip CLIP module"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg_dir = tmp / "configs"
+        cfg_dir.mkdir()
+        (cfg_dir / f"{ARCH}.json").write_text(json.dumps(CONFIG))
+        open_clip.add_model_config(cfg_dir)
+        paths = write_emoji_subset(tmp / "data", args.train, 0, args.test)
+        trainers = {}
+        print("training with open_clip_train ...", flush=True)
+        trainers["open_clip_train"] = train_open_clip(cfg_dir, paths["train"], tmp / "oc", args)
+        print("training with cliptune ...", flush=True)
+        trainers["cliptune"] = train_cliptune(cfg_dir, paths["all"], tmp / "ct", args)
+        specs = {"open_clip_train": f"openclip:{ARCH}/{trainers['open_clip_train']['checkpoint']}",
+                 "cliptune": str(trainers["cliptune"]["model"]),
+                 "untrained (reference)": f"openclip:{ARCH}"}
+        rows, results["trainers"] = [], {}
+        for name, spec in specs.items():
+            metrics = evaluate(spec, paths["all"])
+            entry = {"test_t2i_R@10": metrics["t2i"]["R@10"], "test_i2t_R@10": metrics["i2t"]["R@10"],
+                     "test_mean_R@10": (metrics["t2i"]["R@10"] + metrics["i2t"]["R@10"]) / 2,
+                     "test_t2i_R@1": metrics["t2i"]["R@1"], "test_i2t_R@1": metrics["i2t"]["R@1"]}
+            if name in trainers:
+                rates = trainers[name]["rates"][1:] or trainers[name]["rates"]
+                entry.update(samples_per_s_median=statistics.median(rates), n_rate_logs=len(rates),
+                             command_wall_s=trainers[name]["wall_s"])
+            results["trainers"][name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+            rows.append([name, entry.get("samples_per_s_median"), entry.get("command_wall_s"),
+                         entry["test_t2i_R@10"], entry["test_i2t_R@10"], entry["test_mean_R@10"]])
+    results["machine"]["load_average_at_end"] = load_average()
+    print()
+    print_table(["trainer", "samples/s (median)", "command wall s", "test t2i R@10", "test i2t R@10",
+                 "test mean R@10"], rows)
+    print(f"load average {results['machine']['load_average_at_start']} → {results['machine']['load_average_at_end']}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""`torchrun --nproc_per_node 2 -m cliptune train` runs end to end on CPU (gloo) and resumes with one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_two_processes_then_resume_on_one(shapes_csv, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    common = ["train", "--data", str(shapes_csv), "--model", "tiny-clip", "--output-dir", str(tmp_path),
+              "--name", "ddp", "-q", "--set", "train.max_steps=8", "--set", "train.batch_size=8",
+              "--set", "train.eval_every=4", "--set", "train.log_every=1", "--set", "eval.report=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "cliptune", *common,
+                          "--set", "train.stop_at_step=4"], capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "ddp"
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    train_steps = [h["step"] for h in history if h["event"] == "train"]
+    assert train_steps and train_steps == sorted(set(train_steps)), "only rank 0 logs, once per step"
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["step"] == 4
+    # resume the same run with a different world size (one process)
+    res = subprocess.run([sys.executable, "-m", "cliptune", "train", "--resume", str(run), "-q",
+                          "--set", "train.stop_at_step=null"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 8
