@@ -12,10 +12,12 @@ Both run as CLI subprocesses on the CPU in fp32 with 0 loader workers, AdamW (0.
 open_clip exempts gains/biases/logit scale from weight decay; cliptune's data has no val split here so it keeps the
 last weights, as open_clip does (with a val split cliptune would keep the best evaluation's).
 
-samples/s: each trainer's own steady-state figure, the median of its logged rates after the first log (open_clip:
-per logged batch; cliptune: per history window of `--log-every` steps, which exclude its checkpoints), plus the
-whole command's wall clock (start-up, data, training, checkpoints; cliptune's also includes its final test eval and
-export). One run each: on a loaded machine these numbers are noisy.
+samples/s, three ways: (1) marginal — each trainer runs 1 epoch and `--epochs` epochs, and the extra samples are
+divided by the extra time, so start-up, model building, cliptune's final test evaluation and export cancel out;
+computed from wall time and from the child process's CPU time (user + sys, all threads), which other load on a
+shared machine barely changes; (2) each trainer's own logged rate (median after the first log: open_clip per logged
+batch, cliptune per history window); (3) the whole command's wall clock. One run per length: noisy on a loaded
+machine; the CPU-time figure is the steadiest.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,36 +52,39 @@ CLIPTUNE_MAIN = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1])
                  "from cliptune.cli import main; sys.argv = ['cliptune'] + sys.argv[2:]; main()")
 
 
-def run(cmd: list[str], log: Path) -> float:
+def run(cmd: list[str], log: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child: user + sys over all its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"{cmd[3:6]} failed (rc {proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
-    return wall
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args) -> dict:
+def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args, epochs: int) -> dict:
     cmd = [sys.executable, "-c", OPEN_CLIP_MAIN, str(cfg_dir),
            "--train-data", str(train_csv), "--dataset-type", "csv", "--csv-separator", ",",
            "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", ARCH,
-           "--batch-size", str(args.batch), "--epochs", str(args.epochs), "--lr", str(LR), "--wd", str(WD),
+           "--batch-size", str(args.batch), "--epochs", str(epochs), "--lr", str(LR), "--wd", str(WD),
            "--warmup", str(WARMUP), "--grad-clip-norm", str(CLIP), "--workers", "0", "--device", "cpu",
            "--precision", "fp32", "--logs", str(out), "--name", "open_clip", "--save-frequency", "1",
            "--log-every-n-steps", str(args.log_every), "--report-to", "", "--seed", str(SEED),
            "--zeroshot-frequency", "0"]
     log = out / "open_clip_stdout.log"
     out.mkdir(parents=True, exist_ok=True)
-    wall = run(cmd, log)
+    wall, cpu = run(cmd, log)
     text = (out / "open_clip" / "out.log").read_text() if (out / "open_clip" / "out.log").is_file() else log.read_text()
     rates = [float(m) for m in re.findall(r"Batch \(t\): [\d.]+, ([\d.]+)/s,", text)]
-    checkpoint = out / "open_clip" / "checkpoints" / f"epoch_{args.epochs}.pt"
-    return {"wall_s": wall, "rates": rates, "checkpoint": checkpoint}
+    checkpoint = out / "open_clip" / "checkpoints" / f"epoch_{epochs}.pt"
+    return {"wall_s": wall, "cpu_s": cpu, "rates": rates, "checkpoint": checkpoint}
 
 
-def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args) -> dict:
-    sets = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch}", f"train.lr={LR}",
+def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args, epochs: int) -> dict:
+    sets = [f"train.epochs={epochs}", f"train.batch_size={args.batch}", f"train.lr={LR}",
             f"train.weight_decay={WD}", f"train.warmup_steps={WARMUP}", f"train.grad_clip={CLIP}",
             f"train.seed={SEED}", f"train.log_every={args.log_every}", "train.precision=fp32", "train.device=cpu",
             "data.num_workers=0", "eval.before=false", "eval.report=false"]
@@ -86,10 +92,10 @@ def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args) -> dict:
            "--model", f"openclip:{ARCH}", "--output-dir", str(out), "--name", "cliptune", "-q",
            *[a for s in sets for a in ("--set", s)]]
     out.mkdir(parents=True, exist_ok=True)
-    wall = run(cmd, out / "cliptune_stdout.log")
+    wall, cpu = run(cmd, out / "cliptune_stdout.log")
     history = [json.loads(x) for x in (out / "cliptune" / "history.jsonl").read_text().splitlines()]
     rates = [h["samples_per_s"] for h in history if h.get("event") == "train"]
-    return {"wall_s": wall, "rates": rates, "model": out / "cliptune"}
+    return {"wall_s": wall, "cpu_s": cpu, "rates": rates, "model": out / "cliptune"}
 
 
 def evaluate(spec: str, data_csv: Path) -> dict:
@@ -125,31 +131,49 @@ def main() -> None:
         (cfg_dir / f"{ARCH}.json").write_text(json.dumps(CONFIG))
         open_clip.add_model_config(cfg_dir)
         paths = write_emoji_subset(tmp / "data", args.train, 0, args.test)
-        trainers = {}
-        print("training with open_clip_train ...", flush=True)
-        trainers["open_clip_train"] = train_open_clip(cfg_dir, paths["train"], tmp / "oc", args)
-        print("training with cliptune ...", flush=True)
-        trainers["cliptune"] = train_cliptune(cfg_dir, paths["all"], tmp / "ct", args)
-        specs = {"open_clip_train": f"openclip:{ARCH}/{trainers['open_clip_train']['checkpoint']}",
-                 "cliptune": str(trainers["cliptune"]["model"]),
+        runs: dict = {"open_clip_train": {}, "cliptune": {}}
+        for epochs in (1, args.epochs):  # interleaved, so a burst of outside load hits both trainers alike
+            print(f"{epochs} epoch(s) with open_clip_train ...", flush=True)
+            runs["open_clip_train"][epochs] = train_open_clip(cfg_dir, paths["train"], tmp / f"oc{epochs}", args,
+                                                              epochs)
+            print(f"{epochs} epoch(s) with cliptune ...", flush=True)
+            runs["cliptune"][epochs] = train_cliptune(cfg_dir, paths["all"], tmp / f"ct{epochs}", args, epochs)
+        specs = {"open_clip_train": f"openclip:{ARCH}/{runs['open_clip_train'][args.epochs]['checkpoint']}",
+                 "cliptune": str(runs["cliptune"][args.epochs]["model"]),
                  "untrained (reference)": f"openclip:{ARCH}"}
+        extra_samples = (args.epochs - 1) * (args.train // args.batch) * args.batch
         rows, results["trainers"] = [], {}
         for name, spec in specs.items():
             metrics = evaluate(spec, paths["all"])
             entry = {"test_t2i_R@10": metrics["t2i"]["R@10"], "test_i2t_R@10": metrics["i2t"]["R@10"],
                      "test_mean_R@10": (metrics["t2i"]["R@10"] + metrics["i2t"]["R@10"]) / 2,
                      "test_t2i_R@1": metrics["t2i"]["R@1"], "test_i2t_R@1": metrics["i2t"]["R@1"]}
-            if name in trainers:
-                rates = trainers[name]["rates"][1:] or trainers[name]["rates"]
-                entry.update(samples_per_s_median=statistics.median(rates), n_rate_logs=len(rates),
-                             command_wall_s=trainers[name]["wall_s"])
-            results["trainers"][name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
-            rows.append([name, entry.get("samples_per_s_median"), entry.get("command_wall_s"),
+            if name in runs:
+                short, long = runs[name][1], runs[name][args.epochs]
+                rates = long["rates"][1:] or long["rates"]
+                entry.update(
+                    marginal_samples_per_cpu_s=extra_samples / (long["cpu_s"] - short["cpu_s"]),
+                    marginal_samples_per_wall_s=extra_samples / (long["wall_s"] - short["wall_s"]),
+                    logged_samples_per_s_median=statistics.median(rates), n_rate_logs=len(rates),
+                    command_wall_s={1: short["wall_s"], args.epochs: long["wall_s"]},
+                    command_cpu_s={1: short["cpu_s"], args.epochs: long["cpu_s"]})
+            results["trainers"][name] = {k: round(v, 4) if isinstance(v, float) else
+                                         ({e: round(x, 2) for e, x in v.items()} if isinstance(v, dict) else v)
+                                         for k, v in entry.items()}
+            rows.append([name, entry.get("marginal_samples_per_cpu_s"), entry.get("marginal_samples_per_wall_s"),
+                         entry.get("logged_samples_per_s_median"),
+                         round(runs[name][args.epochs]["wall_s"], 1) if name in runs else None,
                          entry["test_t2i_R@10"], entry["test_i2t_R@10"], entry["test_mean_R@10"]])
+        oc, ct = results["trainers"]["open_clip_train"], results["trainers"]["cliptune"]
+        results["cliptune_speed_vs_open_clip"] = {
+            "cpu_time": round(ct["marginal_samples_per_cpu_s"] / oc["marginal_samples_per_cpu_s"], 3),
+            "wall_time": round(ct["marginal_samples_per_wall_s"] / oc["marginal_samples_per_wall_s"], 3),
+            "note": "cliptune samples/s ÷ open_clip_train samples/s (marginal); > 1 means cliptune is faster"}
     results["machine"]["load_average_at_end"] = load_average()
     print()
-    print_table(["trainer", "samples/s (median)", "command wall s", "test t2i R@10", "test i2t R@10",
-                 "test mean R@10"], rows)
+    print_table(["trainer", "samples/CPU-s", "samples/wall-s", "logged samples/s", f"{args.epochs}-epoch wall s",
+                 "test t2i R@10", "test i2t R@10", "test mean R@10"], rows)
+    print(f"cliptune ÷ open_clip_train speed: {results['cliptune_speed_vs_open_clip']}")
     print(f"load average {results['machine']['load_average_at_start']} → {results['machine']['load_average_at_end']}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -133,19 +133,19 @@ def test_refused_checkpoint_write_keeps_the_previous_one(tmp_path, shapes_csv, m
     from cliptune.train.rundir import RunDir
 
     cfg = load_config(None, [f"data.path={shapes_csv}", "model.spec=tiny-clip", f"train.output_dir={tmp_path}",
-                             "train.name=denied", *TRAIN_SETTINGS, "train.max_steps=10"])
+                             "train.name=denied", *TRAIN_SETTINGS, "train.max_steps=4", "train.eval_every=2"])
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     deny(monkeypatch, run.checkpoints)
-    with pytest.raises(CliptuneError, match=r"could not write checkpoint .*step_0000010.*previous checkpoint is intact"):
+    with pytest.raises(CliptuneError, match=r"could not write checkpoint .*step_0000004.*previous checkpoint is intact"):
         train_run(cfg, run, progress=False)
     monkeypatch.undo()
-    assert os.readlink(run.checkpoints / "last") == "step_0000005"
+    assert os.readlink(run.checkpoints / "last") == "step_0000002"
     from cliptune.models.registry import load_model
 
     model = load_model("tiny-clip")
     state = ckpt.load_checkpoint(run.checkpoints / "last", model, restore_rng=False)
-    assert state["step"] == 5
+    assert state["step"] == 2
     init = load_model("tiny-clip").state_dict()
     key = next(k for k in init if k.endswith("patch_embedding.weight"))
-    assert not torch.equal(model.state_dict()[key], init[key]), "step 5 holds trained weights"
+    assert not torch.equal(model.state_dict()[key], init[key]), "step 2 holds trained weights"
     assert not _leftovers(run.path), _leftovers(run.path)

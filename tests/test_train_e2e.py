@@ -23,7 +23,8 @@ def _cfg(tmp_path, data_path, name, *overrides):
 
 
 def test_training_beats_untrained_model(tmp_path, shapes_csv):
-    cfg = _cfg(tmp_path, shapes_csv, "e2e", "train.epochs=15")
+    cfg = _cfg(tmp_path, shapes_csv, "e2e", "train.epochs=30", "train.batch_size=8", "eval.report=false",
+               "train.early_stop_metric=mean_mAP")
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     result = train_run(cfg, run, progress=False)
     assert result.after["t2i"]["R@1"] > result.before["t2i"]["R@1"]

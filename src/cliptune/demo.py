@@ -1,8 +1,8 @@
 """`cliptune demo`: the main job on the embedded default — build the emoji data, fine-tune `lite`, show the gain.
 
-The defaults are chosen for a 2-core CPU. Both pretrained trunks are frozen except their top blocks, and the
-activations at that freeze boundary are computed once and cached, so each step runs only the top blocks and the
-projection heads. Images are small (emoji are 72 px), so the EfficientNet input is reduced accordingly.
+The defaults are chosen for a 2-core CPU: the pretrained image trunk is frozen and its features are computed once
+and cached (on disk, so a second run skips it), and the text tower trains only its last layer on cached
+activations from the layer below, so each step runs one transformer layer and the projection heads.
 """
 
 from __future__ import annotations
@@ -15,16 +15,21 @@ from cliptune.train.rundir import RunDir
 from cliptune.train.run import train_run
 
 DEMO_CONFIG = {
-    "model": {"spec": "lite", "embed_dim": 256, "head": "mlp", "image_size": 128, "context_length": 32,
-              "freeze": "both", "unfreeze_last_n": {"image": 2, "text": 1}},
+    # EfficientNet-Lite0 stays frozen at its native 224 px (its pooled features are computed once and cached);
+    # MiniLM's last layer and both projection heads train. Checkpoints are chosen on validation mAP: validation R@10
+    # peaks in the first epochs while R@1 and mAP still improve (see docs/demo.md).
+    "model": {"spec": "lite", "embed_dim": 256, "head": "linear", "image_size": 224, "context_length": 32,
+              "freeze": "both", "unfreeze_last_n": {"image": 0, "text": 1}},
     "loss": {"type": "infonce"},
-    "train": {"epochs": 30, "batch_size": 128, "lr": 2e-4, "head_lr": 1e-3, "weight_decay": 0.05,
-              "warmup_steps": 30, "early_stop_patience": 6, "log_every": 5},
+    "train": {"epochs": 15, "batch_size": 128, "lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.1,
+              "warmup_steps": 20, "early_stop_patience": 5, "early_stop_metric": "mean_mAP", "log_every": 5},
     "eval": {"split": "test"},
 }
 
+# --quick: the same recipe on 128 px images (a quarter of the image cost) and fewer epochs.
 QUICK_OVERRIDES = {
-    "train": {"epochs": 10, "early_stop_patience": 3},
+    "model": {"image_size": 128},
+    "train": {"epochs": 8, "early_stop_patience": 3},
 }
 
 

@@ -209,7 +209,7 @@ class LiteDualEncoder(DualEncoder):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_safetensors_atomic(self.state_dict(), directory / "model.safetensors")
-        arch = {**self.arch, "logit_bias": None if self.logit_bias is None else float(self.logit_bias)}
+        arch = {**self.arch, "logit_bias": None if self.logit_bias is None else float(self.logit_bias.detach())}
         write_export_meta(directory, {"backend": self.backend, "arch": arch})
 
     @classmethod

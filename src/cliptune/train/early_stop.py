@@ -13,11 +13,19 @@ class EarlyStopping:
         self.bad_evals = 0
 
     def update(self, score: float, step: int) -> bool:
-        """Record one evaluation; True when it is the new best."""
+        """Record one evaluation; True when it becomes `best`.
+
+        A tie with the best score also moves `best` to the later, longer-trained checkpoint (a saturated metric such
+        as R@10 on a small validation set would otherwise pin `best` to an early step), but it does not reset the
+        patience counter: only a real improvement does.
+        """
         if self.best is None or score > self.best + self.min_delta:
             self.best, self.best_step, self.bad_evals = score, step, 0
             return True
         self.bad_evals += 1
+        if score >= self.best:
+            self.best_step = step
+            return True
         return False
 
     @property

@@ -65,7 +65,8 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
         run.config_file.write_text(cfg.to_yaml(), encoding="utf-8")
     d = cfg.data
     data = load_dataset(d.path, format=d.format, image_root=d.image_root, on_bad_sample=d.on_bad_sample,
-                        split_ratios=d.split_ratios, seed=d.split_seed, group=cfg.train.task != "match")
+                        split_ratios=d.split_ratios, seed=d.split_seed, group=cfg.train.task != "match",
+                        format_options={"image_key": d.wds_image_key, "caption_key": d.wds_caption_key})
     if data.skipped and console is not None:
         console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
     model = build_model(cfg)

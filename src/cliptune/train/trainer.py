@@ -24,7 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cliptune.config import Config
+from cliptune.data.augment import ImageAugment, TextAugment
 from cliptune.data.datasets import CaptionIndex, ImageFiles
+from cliptune.data.decode_cache import DecodeCache, default_decode_cache_dir
+from cliptune.data.sampling import epoch_caption_keys, no_duplicate_batches
+from cliptune.data.seeds import sample_generator
 from cliptune.data.records import Dataset, Record
 from cliptune.errors import CliptuneError, UsageError
 from cliptune.eval.retrieval import mean_recall
@@ -99,22 +103,48 @@ class Trainer:
         train, val, test = (self.data.split(d.train_split), self.data.split(d.val_split), self.data.split(d.test_split))
         if not train:
             raise UsageError(f"{self.data.source}: split {d.train_split!r} is empty; splits found: {self.data.splits}")
+        if d.streaming:
+            raise UsageError("data.streaming: the trainer reads shards map-style (members are read in place, nothing "
+                             "is unpacked); set data.streaming=false. The streaming reader is data/streaming.py")
         if d.max_train_images:
             train = train[: d.max_train_images]
         return train, val, test
 
     # ---- 2. inputs per tower ------------------------------------------------------------------------------------
-    def _build_inputs(self, train: list[Record], plan: FreezePlan, cache: FeatureCache | None):
+    def _build_inputs(self, train: list[Record], plan: FreezePlan, cache: FeatureCache | None, augment):
+        """Cached prefix features for each frozen, unaugmented side (None = that side runs live every step)."""
         captions = CaptionIndex.from_records(train)
-        image_feats = cache.images(train) if cache is not None and cache.covers("image") else None
-        text_feats = cache.texts(captions.texts) if cache is not None and cache.covers("text") else None
+
+        def cached(side: str) -> bool:
+            return cache is not None and cache.covers(side) and not augment.enabled_for(side)
+
+        image_feats = cache.images(train) if cached("image") else None
+        text_feats = cache.texts(captions.texts) if cached("text") else None
         return captions, image_feats, text_feats
 
-    def _image_batches(self, train: list[Record], batches: list[torch.Tensor]):
-        dataset = ImageFiles(train, self.model.image_transform(train=True))
-        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
-                            num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
-        return iter(loader)
+    def _image_batches(self, train: list[Record], batches: list[torch.Tensor], epoch: int, shown: list[str]):
+        """Decoded (optionally augmented) training images for the given batches, in order, via a DataLoader."""
+        d = self.cfg.data
+        augment = ImageAugment.from_cfg(self.cfg.augment, size=self.model.image_size) \
+            if self.cfg.augment.enabled_for("image") else None
+        loader = DecodeCache(default_decode_cache_dir(), size=self.model.image_size) if d.decode_cache else None
+        dataset = ImageFiles(train, self.model.image_transform(train=False), loader=loader, augment=augment,
+                             captions=shown, seed=self.cfg.train.seed, epoch=epoch)
+        return iter(DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=d.num_workers,
+                               pin_memory=self.device.type == "cuda"))
+
+    def _epoch_plan(self, train: list[Record], captions: CaptionIndex, batch_size: int, epoch: int):
+        """This epoch's batches of image indices and the caption index each image shows."""
+        seed = self.cfg.train.seed
+        draws = epoch_caption_draws(len(train), seed, epoch)
+        shown = [captions.caption_for(i, int(draws[i])) for i in range(len(train))]
+        if self.cfg.data.no_duplicate_batches:  # a repeated image or caption in a batch is a false negative
+            image_keys = [r.image for r in train]
+            batches = [torch.tensor(b) for b in no_duplicate_batches(
+                image_keys, epoch_caption_keys(captions.texts, shown), batch_size, seed, epoch)]
+        else:
+            batches = epoch_batches(len(train), batch_size, seed, epoch)
+        return batches, torch.tensor(shown)
 
     # ---- 3. one optimisation step ---------------------------------------------------------------------------------
     def _encode_side(self, side: str, k: int, cached: Features | None, index: torch.Tensor, live_inputs) -> torch.Tensor:
@@ -147,7 +177,7 @@ class Trainer:
                                  num_workers=cfg.data.num_workers)
         if dctx.enabled and not dctx.is_main:
             dctx.barrier()  # rank 0 fills the on-disk feature cache first; the others then read it
-        captions, image_feats, text_feats = self._build_inputs(train, plan, cache)
+        captions, image_feats, text_feats = self._build_inputs(train, plan, cache, cfg.augment)
         if dctx.enabled and dctx.is_main:
             dctx.barrier()
         objective = build_objective(cfg.loss.type, **cfg.loss.params).to(self.device)
@@ -207,9 +237,18 @@ class Trainer:
                                  state_dict(current_step, current_epoch), links=links)
             return stopper.should_stop
 
+        text_augment = TextAugment.from_cfg(cfg.augment) if cfg.augment.enabled_for("text") else None
+        current_epoch = {"epoch": 0}
+
+        def caption_text(c: int) -> str:
+            text = captions.texts[c]
+            if text_augment is None:
+                return text
+            return text_augment(text, sample_generator(tc.seed, current_epoch["epoch"], ("text", c)))
+
         def encode_text(caption_index: torch.Tensor) -> torch.Tensor:
             """Normalised embeddings (with grad) of training captions by index; objectives may call it for extras."""
-            tokens = None if text_feats is not None else model.tokenize([captions.texts[int(c)] for c in caption_index])
+            tokens = None if text_feats is not None else model.tokenize([caption_text(int(c)) for c in caption_index])
             return self._encode_side("text", plan.k["text"], text_feats, caption_index, tokens).float()
 
         # ---- the loop: epoch and position follow from the step alone, so a resumed run continues exactly ----------
@@ -222,9 +261,9 @@ class Trainer:
         bad_in_row, skipped_steps = 0, 0
         while step < limit and not stopped_early:
             epoch, in_epoch = divmod(step, steps_per_epoch)
-            batches = epoch_batches(len(train), batch_size, tc.seed, epoch)
+            current_epoch["epoch"] = epoch
+            batches, shown = self._epoch_plan(train, captions, batch_size, epoch)
             batches = batches[in_epoch * tc.accum_steps: steps_per_epoch * tc.accum_steps]
-            draws = epoch_caption_draws(len(train), tc.seed, epoch)
             if mines and mined_epoch != last_refresh_epoch(epoch, objective.refresh_epochs):
                 mined_epoch = last_refresh_epoch(epoch, objective.refresh_epochs)
                 image_all, text_all, _ = embed_split(model, train, cache=cache, progress=self.progress,
@@ -239,13 +278,14 @@ class Trainer:
                 if warning:
                     self._say(f"[yellow]{warning}[/]")
                 set_train_mode(model, plan, True)
-            live_images = (self._image_batches(train, [dctx.shard(b) for b in batches])
+            live_images = (self._image_batches(train, [dctx.shard(b) for b in batches], epoch,
+                                               [captions.texts[int(c)] for c in shown])
                            if image_feats is None else None)
             for first in range(0, len(batches), tc.accum_steps):
                 optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for index in batches[first:first + tc.accum_steps]:
-                    cap_index = torch.tensor([captions.caption_for(int(i), int(draws[i])) for i in index])
+                    cap_index = shown[index]
                     pixels = {"pixel_values": next(live_images)} if live_images is not None else None
                     batch = {"image_index": index, "caption_index": cap_index, "encode_text": encode_text,
                              "epoch": epoch}
@@ -384,8 +424,11 @@ def _evaluate_match(model, records, cache=None, progress=True, batch_size=64, nu
 
 
 def _metric(metrics: dict, name: str) -> float:
-    """`mean_R@K` averages both directions; `t2i/R@1` style names pick one value."""
+    """`mean_<metric>` (mean_R@10, mean_mAP) averages both directions; `t2i/R@1` style names pick one value."""
     if name.startswith("mean_R@"):
         return mean_recall(metrics, int(name.split("@")[1]))
+    if name.startswith("mean_"):
+        key = name[len("mean_"):]
+        return (float(metrics["t2i"][key]) + float(metrics["i2t"][key])) / 2
     direction, key = name.split("/", 1)
     return float(metrics[direction][key])
