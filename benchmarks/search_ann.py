@@ -4,13 +4,14 @@ kinds `flat` and `hnsw`, planned and tuned as `cliptune index --ann` does), on s
     python benchmarks/search_ann.py [--n 1000000] [--fallback-n 200000] [--max-build-s 600] [--queries 1000]
 
 Reports build time (all cores), p50/p99 single-query latency (one query per call on one thread, k = 10; on a loaded
-2-core machine OpenMP threads only fight over the cores) and recall@10 of HNSW against the
-exact answer, for the planned efSearch and a small sweep. Vectors are a mixture of 2,000 Gaussian clusters
+2-core machine OpenMP threads only fight over the cores) and recall@10 of HNSW against the exact answer, for the
+planned efSearch and a small sweep. Vectors are a mixture of 2,000 Gaussian clusters
 (unit centres plus noise, normalised), a rough stand-in for image embeddings, which are clustered; uniformly random
 high-dimensional vectors would be the worst case for any graph index. Queries come from the same mixture and are not
-in the collection. If HNSW's projected build time for `--n` exceeds `--max-build-s` (projected from the rate of the
-first 10% of inserts, +30% for the slower inserts into a larger graph), the collection falls back to its first
-`--fallback-n` vectors and the JSON says so. One run; on a loaded machine latencies are noisy.
+in the collection. `--data uniform` uses uniformly random directions instead (the worst case; written to
+search_ann_uniform.json). If HNSW's projected build time for `--n` exceeds `--max-build-s` (projected from the rate
+of the first 10% of inserts, +30% for the slower inserts into a larger graph), the collection falls back to its
+first `--fallback-n` vectors and the JSON says so. One run; on a loaded machine latencies are noisy.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ from cliptune.search.ann import new_faiss_index, tune
 D, CLUSTERS, K, CHUNK = 512, 2000, 10, 50_000
 
 
-def mixture(n: int, seed: int, centres: np.ndarray) -> np.ndarray:
+def mixture(n: int, seed: int, centres: np.ndarray | None) -> np.ndarray:
+    """Clustered vectors, or uniformly random directions when `centres` is None (the hard case for graphs)."""
     rng = np.random.default_rng(seed)
     out = np.empty((n, D), dtype=np.float32)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
-        which = rng.integers(0, len(centres), stop - start)
-        x = centres[which] + rng.standard_normal((stop - start, D), dtype=np.float32) * (1.0 / np.sqrt(D))
+        x = rng.standard_normal((stop - start, D), dtype=np.float32)
+        if centres is not None:
+            x = centres[rng.integers(0, len(centres), stop - start)] + x * (1.0 / np.sqrt(D))
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -85,16 +88,23 @@ def main() -> None:
     parser.add_argument("--max-build-s", type=float, default=600)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--flat-queries", type=int, default=200, help="single-query latency sample for flat")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("search_ann.json"))
+    parser.add_argument("--data", choices=("clustered", "uniform"), default="clustered")
+    parser.add_argument("--out", type=Path, default=None, help="default: search_ann.json (search_ann_uniform.json)")
     args = parser.parse_args()
+    suffix = "" if args.data == "clustered" else f"_{args.data}"
+    args.out = args.out or Path(__file__).with_name(f"search_ann{suffix}.json")
     import faiss
 
     results: dict = {"machine": machine_info(), "faiss": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
-                     "d": D, "k": K, "data": f"mixture of {CLUSTERS} Gaussian clusters, L2-normalised",
+                     "d": D, "k": K,
+                     "data": (f"mixture of {CLUSTERS} Gaussian clusters, L2-normalised" if args.data == "clustered"
+                              else "uniformly random directions (worst case for a graph index)"),
                      "requested_n": args.n}
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((CLUSTERS, D), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = None
+    if args.data == "clustered":
+        centres = rng.standard_normal((CLUSTERS, D), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     print(f"generating {args.n:,} × {D} vectors ...", flush=True)
     data = mixture(args.n, 1, centres)
     queries = mixture(args.queries, 2, centres)

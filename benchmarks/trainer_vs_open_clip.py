@@ -7,10 +7,11 @@ the test R@10 of each final model, both scored by cliptune's evaluation on the s
 The architecture is registered at run time with `open_clip.add_model_config` (ViT: width 64, 2 layers, patch 8,
 64 px; text: width 64, 2 layers, context 32; embed 64), in both trainer processes and here. cliptune trains it
 through its `openclip:` backend; open_clip's final checkpoint is scored as `openclip:<arch>/<epoch_N.pt>`.
-Both run as CLI subprocesses on the CPU in fp32 with 0 loader workers, AdamW (0.9, 0.98, eps 1e-6), weight decay
-0.1, gradient clipping at 1.0, cosine schedule with warm-up. Differences that remain, by design of each trainer:
-open_clip exempts gains/biases/logit scale from weight decay; cliptune's data has no val split here so it keeps the
-last weights, as open_clip does (with a val split cliptune would keep the best evaluation's).
+Both run as CLI subprocesses on the CPU in fp32 with 0 loader workers and `--threads` torch threads (default 1),
+AdamW (0.9, 0.98, eps 1e-6), weight decay 0.1, gradient clipping at 1.0, cosine schedule with warm-up.
+Differences that remain, by design of each trainer: open_clip exempts gains/biases/logit scale from weight decay;
+cliptune's data has no val split here, so it keeps the last weights as open_clip does (with a val split cliptune
+would keep the best evaluation's).
 
 samples/s, three ways: (1) marginal — each trainer runs 1 epoch and `--epochs` epochs, and the extra samples are
 divided by the extra time, so start-up, model building, cliptune's final test evaluation and export cancel out;
@@ -44,6 +45,7 @@ CONFIG = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 LR, WD, WARMUP, CLIP, SEED = 5e-4, 0.1, 10, 1.0, 0
+THREADS = 1  # torch threads per trainer (--threads): on a busy 2-core machine two threads mostly wait for each other
 
 # Each trainer runs in its own process with the tiny architecture registered first.
 OPEN_CLIP_MAIN = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
@@ -52,12 +54,13 @@ CLIPTUNE_MAIN = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1])
                  "from cliptune.cli import main; sys.argv = ['cliptune'] + sys.argv[2:]; main()")
 
 
-def run(cmd: list[str], log: Path) -> tuple[float, float]:
+def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child: user + sys over all its threads)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -76,7 +79,7 @@ def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args, epochs: int
            "--zeroshot-frequency", "0"]
     log = out / "open_clip_stdout.log"
     out.mkdir(parents=True, exist_ok=True)
-    wall, cpu = run(cmd, log)
+    wall, cpu = run(cmd, log, args.threads)
     text = (out / "open_clip" / "out.log").read_text() if (out / "open_clip" / "out.log").is_file() else log.read_text()
     rates = [float(m) for m in re.findall(r"Batch \(t\): [\d.]+, ([\d.]+)/s,", text)]
     checkpoint = out / "open_clip" / "checkpoints" / f"epoch_{epochs}.pt"
@@ -92,7 +95,7 @@ def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args, epochs: int) 
            "--model", f"openclip:{ARCH}", "--output-dir", str(out), "--name", "cliptune", "-q",
            *[a for s in sets for a in ("--set", s)]]
     out.mkdir(parents=True, exist_ok=True)
-    wall, cpu = run(cmd, out / "cliptune_stdout.log")
+    wall, cpu = run(cmd, out / "cliptune_stdout.log", args.threads)
     history = [json.loads(x) for x in (out / "cliptune" / "history.jsonl").read_text().splitlines()]
     rates = [h["samples_per_s"] for h in history if h.get("event") == "train"]
     return {"wall_s": wall, "cpu_s": cpu, "rates": rates, "model": out / "cliptune"}
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--log-every", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("trainer_vs_open_clip.json"))
     args = parser.parse_args()
     import open_clip
@@ -122,7 +126,8 @@ def main() -> None:
                      "data": f"emoji subset: {args.train} train / {args.test} test images, one caption each",
                      "epochs": args.epochs, "batch": args.batch, "steps": args.epochs * (args.train // args.batch),
                      "settings": {"lr": LR, "weight_decay": WD, "warmup_steps": WARMUP, "grad_clip": CLIP,
-                                  "seed": SEED, "precision": "fp32", "device": "cpu", "workers": 0},
+                                  "seed": SEED, "precision": "fp32", "device": "cpu", "workers": 0,
+                                  "torch_threads_per_trainer": args.threads},
                      "cliptune_backend": "openclip: (models/openclip.py), the same open_clip CLIP module"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

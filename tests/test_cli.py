@@ -65,6 +65,14 @@ def test_train_via_cli_and_resume_errors(shapes_csv, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "r" / "metrics.json").is_file()
     assert "R@1" in res.stdout and "before" in res.stdout
+    # evaluating the run directory later uses the run's own split and reproduces its test metrics
+    again = tmp_path / "again.json"
+    res = cliptune("eval", "--model", tmp_path / "r", "--data", shapes_csv, "--split", "test", "--out", again, "-q")
+    assert res.returncode == 0, res.stderr
+    trained = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    evaluated = json.loads(again.read_text())
+    assert evaluated["n_images"] == trained["n_images"]
+    assert evaluated["t2i"]["mAP"] == pytest.approx(trained["t2i"]["mAP"], abs=1e-6)
     res = cliptune("train", "--resume", tmp_path / "nope")
     assert res.returncode == 2 and "config.yaml" in res.stderr
     res = cliptune("train", "--data", shapes_csv, "--set", "train.lr=fast", "--output-dir", tmp_path)

@@ -136,7 +136,8 @@ def test_refused_checkpoint_write_keeps_the_previous_one(tmp_path, shapes_csv, m
                              "train.name=denied", *TRAIN_SETTINGS, "train.max_steps=4", "train.eval_every=2"])
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     deny(monkeypatch, run.checkpoints)
-    with pytest.raises(CliptuneError, match=r"could not write checkpoint .*step_0000004.*previous checkpoint is intact"):
+    refused = r"could not write checkpoint .*step_0000004.*previous checkpoint is intact"
+    with pytest.raises(CliptuneError, match=refused):
         train_run(cfg, run, progress=False)
     monkeypatch.undo()
     assert os.readlink(run.checkpoints / "last") == "step_0000002"

@@ -2,12 +2,26 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+
+def _run_group(cmd, env, timeout):
+    """Run a command in its own process group; on timeout the whole group (torchrun and its workers) is killed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.timeout(300)
@@ -20,8 +34,8 @@ def test_torchrun_two_processes_then_resume_on_one(shapes_csv, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "cliptune", *common,
-                          "--set", "train.stop_at_step=4"], capture_output=True, text=True, env=env, timeout=240)
+    res = _run_group([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "cliptune", *common,
+                      "--set", "train.stop_at_step=4"], env=env, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "ddp"
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]

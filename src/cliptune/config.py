@@ -105,6 +105,7 @@ class TrainCfg(_Section):
     early_stop_metric: str = "mean_R@10"
     save_every_epoch: bool = False
     feature_cache: bool = True
+    local_loss: bool = False  # with torchrun: each process scores only its own queries (open_clip's local_loss)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops (each one skips its update)
     log_every: int = 10
     output_dir: str = "runs"
@@ -146,7 +147,7 @@ class TrainCfg(_Section):
 
 class EvalCfg(_Section):
     split: str = "test"
-    batch_size: int = 32  # images per forward pass; small batches are faster on CPU (cache-friendly)
+    batch_size: int = 16  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
     report: bool = True  # write report.html (curves, before/after galleries) at the end of training
     chunk_size: int = 1024

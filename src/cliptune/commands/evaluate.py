@@ -55,7 +55,8 @@ def eval_cmd(
     from cliptune.models.registry import load_model
     from cliptune.report.table import comparison_table, metrics_record, write_json_atomic
 
-    dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample)
+    dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample,
+                           **_run_split_settings(model))
     records = dataset.records if split == "all" else dataset.split(split)
     if not records:
         raise UsageError(f"{data}: split {split!r} is empty; splits found: {dataset.splits or ['(none)']}")
@@ -67,3 +68,15 @@ def eval_cmd(
     if out_path is not None:
         write_json_atomic(out_path, payload)
         console.print(f"wrote {out_path}")
+
+
+def _run_split_settings(model: str) -> dict:
+    """When the model is a run directory, split unsplit data exactly as that run did (its ratios and seed), so
+    `--split test` means the run's own held-out images."""
+    from cliptune.config import load_config
+
+    config = Path(model) / "config.yaml"
+    if not config.is_file():
+        return {}
+    cfg = load_config(config)
+    return {"split_ratios": cfg.data.split_ratios, "seed": cfg.data.split_seed}

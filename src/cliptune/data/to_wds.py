@@ -26,6 +26,7 @@ from cliptune.data.images import load_image, read_image_bytes
 from cliptune.data.records import Dataset, Record
 from cliptune.data.splits import SPLITS
 from cliptune.errors import DataError, UsageError
+from cliptune.utils.atomic import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def write_shards(dataset: Dataset, out_dir: str | Path, shard_size: int, reencod
         "splits": {s: {"pattern": i.pattern, "shards": len(i.shards), "samples": i.samples}
                    for s, i in result.splits.items()},
     }, indent=2).encode())
-    _fsync_dir(out)
+    fsync_dir(out)
     return result
 
 
@@ -182,16 +183,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

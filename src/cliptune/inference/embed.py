@@ -19,14 +19,14 @@ def _stack(chunks: list[Features]) -> Features:
     return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
 
 
-def image_batches(model: DualEncoder, records: list[Record], batch_size: int = 64, num_workers: int = 0):
+def image_batches(model: DualEncoder, records: list[Record], batch_size: int = 16, num_workers: int = 0):
     loader = DataLoader(ImageFiles(records, model.image_transform(train=False)), batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     return loader
 
 
 @torch.inference_mode()
-def prefix_images(model: DualEncoder, records: list[Record], k: int, batch_size: int = 64, num_workers: int = 0,
+def prefix_images(model: DualEncoder, records: list[Record], k: int, batch_size: int = 16, num_workers: int = 0,
                   desc: str = "image features", progress: bool = True) -> Features:
     model.eval()
     device = next(model.parameters()).device
@@ -65,7 +65,7 @@ def suffix_batched(tower, features: Features, k: int, batch_size: int = 256, nor
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
-def encode_images(model: DualEncoder, records: list[Record], batch_size: int = 64, num_workers: int = 0,
+def encode_images(model: DualEncoder, records: list[Record], batch_size: int = 16, num_workers: int = 0,
                   progress: bool = True) -> torch.Tensor:
     feats = prefix_images(model, records, 0, batch_size, num_workers, desc="embedding images", progress=progress)
     return suffix_batched(model.image_tower, feats, 0)

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from cliptune.errors import ModelLoadError
+from cliptune.utils.atomic import fsync_dir
 
 StateDict = dict[str, torch.Tensor]
 
@@ -99,19 +100,6 @@ def _unshared(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_safetensors_atomic(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
@@ -132,5 +120,5 @@ def save_safetensors_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path

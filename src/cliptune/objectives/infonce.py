@@ -21,10 +21,18 @@ class InfoNCE(nn.Module):
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
-        logits = logit_scale * image_emb @ text_emb.T
+        rows = (batch or {}).get("local_rows")
+        if rows is not None:  # open_clip's local_loss: this process scores only its own queries against all keys
+            start, stop = rows
+            per_image = logit_scale * image_emb[start:stop] @ text_emb.T
+            per_text = logit_scale * text_emb[start:stop] @ image_emb.T
+            labels = torch.arange(start, stop, device=image_emb.device)
+        else:
+            per_image = logit_scale * image_emb @ text_emb.T
+            per_text = per_image.T
+            labels = torch.arange(per_image.shape[0], device=per_image.device)
         if logit_bias is not None:
-            logits = logits + logit_bias
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        loss_i2t = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        loss_t2i = F.cross_entropy(logits.T, labels, label_smoothing=self.label_smoothing)
+            per_image, per_text = per_image + logit_bias, per_text + logit_bias
+        loss_i2t = F.cross_entropy(per_image, labels, label_smoothing=self.label_smoothing)
+        loss_t2i = F.cross_entropy(per_text, labels, label_smoothing=self.label_smoothing)
         return {"loss": (loss_i2t + loss_t2i) / 2}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 
-from cliptune.search.atomic import write_atomic
+from cliptune.utils.atomic import write_atomic
 from cliptune.search.thumbs import thumbnail
 
 if TYPE_CHECKING:

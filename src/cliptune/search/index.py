@@ -29,7 +29,7 @@ import numpy as np
 
 from cliptune.errors import CliptuneError, UsageError
 from cliptune.search.ann import ANN, new_faiss_index, tune
-from cliptune.search.atomic import fsync_dir, locked, usual_mode, write_atomic, write_text_atomic
+from cliptune.utils.atomic import fsync_dir, locked, usual_mode, write_atomic, write_text_atomic
 from cliptune.search.collection import Source, as_records
 from cliptune.search.fingerprint import Fingerprint, fingerprint
 from cliptune.search.store import Item, read_items, write_items

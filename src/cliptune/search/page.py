@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cliptune.search.atomic import write_text_atomic
+from cliptune.utils.atomic import write_text_atomic
 from cliptune.search.thumbs import data_uri, thumbnail
 
 if TYPE_CHECKING:

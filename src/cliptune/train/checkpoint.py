@@ -20,17 +20,7 @@ import torch
 
 from cliptune.errors import CliptuneError
 from cliptune.models.weights import load_state_dict_file, save_safetensors_atomic
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from cliptune.utils.atomic import fsync_dir
 
 
 def _write_file_synced(path: Path, data: bytes) -> None:
@@ -67,9 +57,9 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
             with open(tmp / "optimizer.pt", "rb+") as fh:
                 os.fsync(fh.fileno())
             _write_file_synced(tmp / "state.json", json.dumps(state, indent=2).encode())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.replace(tmp, final)
-            _fsync_dir(ckpt_root)
+            fsync_dir(ckpt_root)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CliptuneError(f"could not write checkpoint {final} ({err}); the previous checkpoint is intact") from err
@@ -89,7 +79,7 @@ def _point(link: Path, target: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
-    _fsync_dir(link.parent)
+    fsync_dir(link.parent)
 
 
 def _prune(ckpt_root: Path, keep: tuple[str, ...]) -> None:

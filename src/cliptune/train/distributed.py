@@ -41,6 +41,14 @@ class DistContext:
             return index
         return index.tensor_split(self.world_size)[self.rank]
 
+    def local_rows(self, global_size: int) -> tuple[int, int] | None:
+        """Where this rank's slice sits in a gathered batch (for local_loss); None when not distributed."""
+        if not self.enabled:
+            return None
+        sizes = [len(part) for part in torch.arange(global_size).tensor_split(self.world_size)]
+        start = sum(sizes[: self.rank])
+        return start, start + sizes[self.rank]
+
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's rows in rank order; the result keeps the gradient path to the local rows."""
         if not self.enabled:

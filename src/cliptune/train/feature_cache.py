@@ -61,12 +61,13 @@ class FeatureCache:
     """Disk-backed prefix features for one model + freeze plan; `None` cache_dir keeps everything in memory."""
 
     def __init__(self, model: DualEncoder, plan: FreezePlan, cache_dir: Path | None = None, progress: bool = True,
-                 num_workers: int = 0):
+                 num_workers: int = 0, batch_size: int = 16):
         self.model = model
         self.plan = plan
         self.cache_dir = cache_dir
         self.progress = progress
         self.num_workers = num_workers
+        self.batch_size = batch_size
         self._weights_digest = {side: _frozen_weights_digest(model, side, plan) for side in ("image", "text")}
 
     def covers(self, side: str) -> bool:
@@ -104,7 +105,8 @@ class FeatureCache:
     def images(self, records: list[Record], desc: str = "caching image features") -> Features:
         key = self._key("image", _inputs_digest_images(records))
         return self._cached(key, lambda: prefix_images(self.model, records, self.plan.k["image"],
-                                                       num_workers=self.num_workers, desc=desc,
+                                                       batch_size=self.batch_size, num_workers=self.num_workers,
+                                                       desc=desc,
                                                        progress=self.progress))
 
     def texts(self, texts: list[str], desc: str = "caching text features") -> Features:

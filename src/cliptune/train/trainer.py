@@ -174,7 +174,7 @@ class Trainer:
         cache = None
         if tc.feature_cache and (plan.frozen_prefix("image") or plan.frozen_prefix("text")):
             cache = FeatureCache(model, plan, default_cache_dir(), progress=self.progress,
-                                 num_workers=cfg.data.num_workers)
+                                 num_workers=cfg.data.num_workers, batch_size=cfg.eval.batch_size)
         if dctx.enabled and not dctx.is_main:
             dctx.barrier()  # rank 0 fills the on-disk feature cache first; the others then read it
         captions, image_feats, text_feats = self._build_inputs(train, plan, cache, cfg.augment)
@@ -293,6 +293,8 @@ class Trainer:
                         batch.update(match_batch(pairs, index))
                     if mined is not None:
                         batch["negatives"] = mined[index]
+                    if tc.local_loss:
+                        batch["local_rows"] = dctx.local_rows(len(index))
                     if tc.gradcache_mini_batch:
                         def encode_image_at(pos, index=index, pixels=pixels):
                             live = {"pixel_values": pixels["pixel_values"][pos]} if pixels is not None else None
