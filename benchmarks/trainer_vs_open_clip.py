@@ -1,6 +1,6 @@
 """cliptune's trainer side by side with open_clip's reference trainer (`open_clip_train`): the same tiny open_clip
 architecture, the same images and captions, batch, epochs, optimiser settings and schedule; samples/s of each and
-the test R@10 of each final model, both scored by cliptune's evaluation on the same test split.
+the test R@10 of each final model (over `--seeds` runs), all scored by cliptune's evaluation on the same test split.
 
     python benchmarks/trainer_vs_open_clip.py [--train 1024] [--test 256] [--epochs 3] [--batch 32]
 
@@ -44,7 +44,7 @@ CONFIG = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-LR, WD, WARMUP, CLIP, SEED = 5e-4, 0.1, 10, 1.0, 0
+LR, WD, WARMUP, CLIP = 5e-4, 0.1, 10, 1.0
 THREADS = 1  # torch threads per trainer (--threads): on a busy 2-core machine two threads mostly wait for each other
 
 # Each trainer runs in its own process with the tiny architecture registered first.
@@ -68,14 +68,14 @@ def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args, epochs: int) -> dict:
+def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args, epochs: int, seed: int) -> dict:
     cmd = [sys.executable, "-c", OPEN_CLIP_MAIN, str(cfg_dir),
            "--train-data", str(train_csv), "--dataset-type", "csv", "--csv-separator", ",",
            "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", ARCH,
            "--batch-size", str(args.batch), "--epochs", str(epochs), "--lr", str(LR), "--wd", str(WD),
            "--warmup", str(WARMUP), "--grad-clip-norm", str(CLIP), "--workers", "0", "--device", "cpu",
            "--precision", "fp32", "--logs", str(out), "--name", "open_clip", "--save-frequency", "1",
-           "--log-every-n-steps", str(args.log_every), "--report-to", "", "--seed", str(SEED),
+           "--log-every-n-steps", str(args.log_every), "--report-to", "", "--seed", str(seed),
            "--zeroshot-frequency", "0"]
     log = out / "open_clip_stdout.log"
     out.mkdir(parents=True, exist_ok=True)
@@ -86,10 +86,10 @@ def train_open_clip(cfg_dir: Path, train_csv: Path, out: Path, args, epochs: int
     return {"wall_s": wall, "cpu_s": cpu, "rates": rates, "checkpoint": checkpoint}
 
 
-def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args, epochs: int) -> dict:
+def train_cliptune(cfg_dir: Path, data_csv: Path, out: Path, args, epochs: int, seed: int) -> dict:
     sets = [f"train.epochs={epochs}", f"train.batch_size={args.batch}", f"train.lr={LR}",
             f"train.weight_decay={WD}", f"train.warmup_steps={WARMUP}", f"train.grad_clip={CLIP}",
-            f"train.seed={SEED}", f"train.log_every={args.log_every}", "train.precision=fp32", "train.device=cpu",
+            f"train.seed={seed}", f"train.log_every={args.log_every}", "train.precision=fp32", "train.device=cpu",
             "data.num_workers=0", "eval.before=false", "eval.report=false"]
     cmd = [sys.executable, "-c", CLIPTUNE_MAIN, str(cfg_dir), "train", "--data", str(data_csv),
            "--model", f"openclip:{ARCH}", "--output-dir", str(out), "--name", "cliptune", "-q",
@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--log-every", type=int, default=8)
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="full-length runs per trainer, for the spread of test R@10; speed uses the first")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("trainer_vs_open_clip.json"))
     args = parser.parse_args()
     import open_clip
@@ -125,8 +127,9 @@ def main() -> None:
     results: dict = {"machine": machine_info(), "arch": ARCH, "arch_config": CONFIG,
                      "data": f"emoji subset: {args.train} train / {args.test} test images, one caption each",
                      "epochs": args.epochs, "batch": args.batch, "steps": args.epochs * (args.train // args.batch),
+                     "test_metric": "mean R@10 = (t2i R@10 + i2t R@10) / 2 on the test split, cliptune's evaluation",
                      "settings": {"lr": LR, "weight_decay": WD, "warmup_steps": WARMUP, "grad_clip": CLIP,
-                                  "seed": SEED, "precision": "fp32", "device": "cpu", "workers": 0,
+                                  "seeds": args.seeds, "precision": "fp32", "device": "cpu", "workers": 0,
                                   "torch_threads_per_trainer": args.threads},
                      "cliptune_backend": "openclip: (models/openclip.py), the same open_clip CLIP module"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,38 +140,49 @@ def main() -> None:
         open_clip.add_model_config(cfg_dir)
         paths = write_emoji_subset(tmp / "data", args.train, 0, args.test)
         runs: dict = {"open_clip_train": {}, "cliptune": {}}
-        for epochs in (1, args.epochs):  # interleaved, so a burst of outside load hits both trainers alike
-            print(f"{epochs} epoch(s) with open_clip_train ...", flush=True)
-            runs["open_clip_train"][epochs] = train_open_clip(cfg_dir, paths["train"], tmp / f"oc{epochs}", args,
-                                                              epochs)
-            print(f"{epochs} epoch(s) with cliptune ...", flush=True)
-            runs["cliptune"][epochs] = train_cliptune(cfg_dir, paths["all"], tmp / f"ct{epochs}", args, epochs)
-        specs = {"open_clip_train": f"openclip:{ARCH}/{runs['open_clip_train'][args.epochs]['checkpoint']}",
-                 "cliptune": str(runs["cliptune"][args.epochs]["model"]),
-                 "untrained (reference)": f"openclip:{ARCH}"}
+        first = args.seeds[0]
+        plan = [(1, first)] + [(args.epochs, seed) for seed in args.seeds]
+        for epochs, seed in plan:  # interleaved, so a burst of outside load hits both trainers alike
+            print(f"{epochs} epoch(s), seed {seed}: open_clip_train ...", flush=True)
+            runs["open_clip_train"][epochs, seed] = train_open_clip(cfg_dir, paths["train"],
+                                                                    tmp / f"oc{epochs}-{seed}", args, epochs, seed)
+            print(f"{epochs} epoch(s), seed {seed}: cliptune ...", flush=True)
+            runs["cliptune"][epochs, seed] = train_cliptune(cfg_dir, paths["all"], tmp / f"ct{epochs}-{seed}", args,
+                                                            epochs, seed)
         extra_samples = (args.epochs - 1) * (args.train // args.batch) * args.batch
         rows, results["trainers"] = [], {}
-        for name, spec in specs.items():
-            metrics = evaluate(spec, paths["all"])
-            entry = {"test_t2i_R@10": metrics["t2i"]["R@10"], "test_i2t_R@10": metrics["i2t"]["R@10"],
-                     "test_mean_R@10": (metrics["t2i"]["R@10"] + metrics["i2t"]["R@10"]) / 2,
-                     "test_t2i_R@1": metrics["t2i"]["R@1"], "test_i2t_R@1": metrics["i2t"]["R@1"]}
+        for name in ("open_clip_train", "cliptune", "untrained (reference)"):
+            if name == "untrained (reference)":
+                specs = {None: f"openclip:{ARCH}"}
+            elif name == "open_clip_train":
+                specs = {s: f"openclip:{ARCH}/{runs[name][args.epochs, s]['checkpoint']}" for s in args.seeds}
+            else:
+                specs = {s: str(runs[name][args.epochs, s]["model"]) for s in args.seeds}
+            per_seed = {}
+            for seed, spec in specs.items():
+                metrics = evaluate(spec, paths["all"])
+                per_seed[seed] = {"t2i_R@10": metrics["t2i"]["R@10"], "i2t_R@10": metrics["i2t"]["R@10"],
+                                  "mean_R@10": (metrics["t2i"]["R@10"] + metrics["i2t"]["R@10"]) / 2,
+                                  "t2i_R@1": metrics["t2i"]["R@1"], "i2t_R@1": metrics["i2t"]["R@1"]}
+            means = [r["mean_R@10"] for r in per_seed.values()]
+            entry = {"test_mean_R@10_mean": statistics.mean(means),
+                     "test_mean_R@10_sd": statistics.stdev(means) if len(means) > 1 else 0.0,
+                     "test_per_seed": {str(k): {m: round(v, 4) for m, v in r.items()} for k, r in per_seed.items()}}
             if name in runs:
-                short, long = runs[name][1], runs[name][args.epochs]
+                short, long = runs[name][1, first], runs[name][args.epochs, first]
                 rates = long["rates"][1:] or long["rates"]
                 entry.update(
                     marginal_samples_per_cpu_s=extra_samples / (long["cpu_s"] - short["cpu_s"]),
                     marginal_samples_per_wall_s=extra_samples / (long["wall_s"] - short["wall_s"]),
                     logged_samples_per_s_median=statistics.median(rates), n_rate_logs=len(rates),
-                    command_wall_s={1: short["wall_s"], args.epochs: long["wall_s"]},
-                    command_cpu_s={1: short["cpu_s"], args.epochs: long["cpu_s"]})
-            results["trainers"][name] = {k: round(v, 4) if isinstance(v, float) else
-                                         ({e: round(x, 2) for e, x in v.items()} if isinstance(v, dict) else v)
-                                         for k, v in entry.items()}
+                    command_wall_s={f"{e} epochs, seed {s}": round(r["wall_s"], 2) for (e, s), r in runs[name].items()},
+                    command_cpu_s={f"{e} epochs, seed {s}": round(r["cpu_s"], 2) for (e, s), r in runs[name].items()})
+            results["trainers"][name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
             rows.append([name, entry.get("marginal_samples_per_cpu_s"), entry.get("marginal_samples_per_wall_s"),
                          entry.get("logged_samples_per_s_median"),
-                         round(runs[name][args.epochs]["wall_s"], 1) if name in runs else None,
-                         entry["test_t2i_R@10"], entry["test_i2t_R@10"], entry["test_mean_R@10"]])
+                         round(runs[name][args.epochs, first]["wall_s"], 1) if name in runs else None,
+                         f"{entry['test_mean_R@10_mean']:.4f} ± {entry['test_mean_R@10_sd']:.4f}",
+                         " ".join(f"{m:.3f}" for m in means)])
         oc, ct = results["trainers"]["open_clip_train"], results["trainers"]["cliptune"]
         results["cliptune_speed_vs_open_clip"] = {
             "cpu_time": round(ct["marginal_samples_per_cpu_s"] / oc["marginal_samples_per_cpu_s"], 3),
@@ -177,7 +191,7 @@ def main() -> None:
     results["machine"]["load_average_at_end"] = load_average()
     print()
     print_table(["trainer", "samples/CPU-s", "samples/wall-s", "logged samples/s", f"{args.epochs}-epoch wall s",
-                 "test t2i R@10", "test i2t R@10", "test mean R@10"], rows)
+                 "test mean R@10 (mean ± sd)", "per seed"], rows)
     print(f"cliptune ÷ open_clip_train speed: {results['cliptune_speed_vs_open_clip']}")
     print(f"load average {results['machine']['load_average_at_start']} → {results['machine']['load_average_at_end']}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")

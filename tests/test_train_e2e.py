@@ -74,3 +74,15 @@ def test_resume_is_exact(tmp_path, shapes_csv, freeze):
 
     start = load_model("tiny-clip").state_dict()
     assert any(not torch.equal(start[k], a[k]) for k in a if k in start)
+
+
+def test_wise_ft_at_the_end_of_training(tmp_path, shapes_csv):
+    cfg = _cfg(tmp_path, shapes_csv, "wise", "train.epochs=2", "eval.report=false", "train.wise_ft=true",
+               "train.wise_alphas=0,0.5,1")
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    result = train_run(cfg, run, progress=False)
+    wise = json.loads((run.path / "wise" / "wise.json").read_text())
+    assert [row["alpha"] for row in wise["alphas"]] == [0.0, 0.5, 1.0]
+    assert wise["chosen"]["alpha"] in (0.0, 0.5, 1.0)
+    assert (run.path / "wise" / "model" / "cliptune.json").is_file()
+    assert result.extra["wise"]["chosen"] == wise["chosen"]

@@ -70,7 +70,14 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
     if data.skipped and console is not None:
         console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
     model = build_model(cfg)
+    wise_base = None
+    if cfg.train.wise_ft:  # the weights fine-tuning starts from, for WiSE-FT at the end
+        from cliptune.train.wise import snapshot
+
+        wise_base = snapshot(model)
     result = Trainer(cfg, model, data, run, progress=progress, console=console).fit(resume=resume)
+    if wise_base is not None and is_main and result.after is not None:
+        _wise_ft(cfg, wise_base, model, data, run, result, progress, console)
     if result.after is not None and is_main:
         common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=len(data.skipped))
         if cfg.train.task == "match":
@@ -94,3 +101,19 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
         if console is not None:
             console.print(f"report: {report}")
     return result
+
+
+def _wise_ft(cfg: Config, base_state, model, data, run: RunDir, result: TrainResult, progress: bool, console) -> None:
+    """WiSE-FT (Wortsman et al. 2022): choose α on the validation split; writes run/wise/ (model, wise.json, plot)."""
+    from cliptune.train.wise import load_records, run_wise_ft
+
+    t = cfg.train
+    val = data.split(cfg.data.val_split)
+    if not val:
+        raise UsageError(f"train.wise_ft needs a {cfg.data.val_split!r} split to choose α on; {data.source} has none")
+    general = load_records(t.wise_general, t.wise_general_split) if t.wise_general else None
+    payload = run_wise_ft(base_state, model, val, general, alphas=t.wise_alphas, rule=t.wise_rule,
+                          out_dir=run.path / "wise", progress=progress)
+    result.extra["wise"] = payload
+    if console is not None:
+        console.print(f"WiSE-FT: chose α={payload['chosen']['alpha']} → {run.path / 'wise' / 'model'}")
