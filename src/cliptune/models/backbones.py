@@ -11,6 +11,7 @@ CNN blocks are stages (timm/torchvision ResNet: layer1..layer4), transformer blo
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_PREFIX = "tv:"
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, ABC):
     """Uniform view of an image backbone; subclasses name the parts of one family."""
 
     def __init__(self, model: nn.Module):
@@ -36,8 +37,9 @@ class Backbone(nn.Module):
         """Modules or bare parameters before the first block."""
         return []
 
+    @abstractmethod
     def blocks(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The ordered trunk blocks: the tower's cut points."""
 
     def head_parts(self) -> list:
         """Parameter-carrying modules after the blocks (final norms, timm's own pooling heads)."""

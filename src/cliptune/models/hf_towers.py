@@ -11,6 +11,8 @@ attention-pooling head and text with the last position (no causal mask).
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 
@@ -69,8 +71,9 @@ class HFVisionTower(_LayerStackTower):
         hidden = self._run_layers(features["hidden"], self.layers[cut:], None)
         return self.pool(hidden)
 
+    @abstractmethod
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """One vector per image from the last hidden states (the family's own rule)."""
 
 
 class ClipVisionTower(HFVisionTower):
@@ -121,11 +124,13 @@ class HFTextTower(_LayerStackTower):
     def head_modules(self) -> list[nn.Module]:
         return _with_params(self.final_norm, self.head)
 
+    @abstractmethod
     def attention_mask(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None):
-        raise NotImplementedError
+        """The attention mask the family's layers expect (CLIP: causal + padding; SigLIP: none)."""
 
+    @abstractmethod
     def pool(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """One vector per caption from the last hidden states (CLIP: the EOS token; SigLIP: the last one)."""
 
     def _padding_mask(self, tokens: Features) -> torch.Tensor:
         mask = tokens.get("attention_mask")

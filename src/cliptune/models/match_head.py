@@ -16,6 +16,7 @@ import json
 import math
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ FORMAT_VERSION = 1
 MATCH_HEADS: Registry[type["MatchHead"]] = Registry("match head")
 
 
-class MatchHead(nn.Module):
+class MatchHead(nn.Module, ABC):
     """logits(img, txt) → [B] for BCE training; score(img, txt) → [B] the reported score; a match when
     score ≥ threshold."""
 
@@ -42,11 +43,13 @@ class MatchHead(nn.Module):
         super().__init__()
         self.threshold = None if threshold is None else float(threshold)
 
+    @abstractmethod
     def logits(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Raw match logits for aligned rows of image and text embeddings (trained with BCE)."""
 
+    @abstractmethod
     def score(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The reported score, compared with the threshold (higher: more likely a match)."""
 
     def params(self) -> dict:
         """Constructor arguments that rebuild this head (without the threshold)."""

@@ -38,6 +38,15 @@ class History:
                 self._tb.add_scalar(f"{prefix}/{key}", value, entry.get("step", 0))
         self._tb.flush()
 
+    def truncate_after(self, step: int) -> None:
+        """Drop entries logged after `step` (a resumed run redoes those steps and logs them again)."""
+        if not self.enabled or not self.jsonl.is_file():
+            return
+        kept = [e for e in self.entries() if int(e.get("step", 0)) <= step]
+        tmp = self.jsonl.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        tmp.replace(self.jsonl)
+
     def entries(self) -> list[dict]:
         if not self.jsonl.is_file():
             return []

@@ -70,14 +70,10 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
     if data.skipped and console is not None:
         console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
     model = build_model(cfg)
-    wise_base = None
-    if cfg.train.wise_ft:  # the weights fine-tuning starts from, for WiSE-FT at the end
-        from cliptune.train.wise import snapshot
-
-        wise_base = snapshot(model)
-    result = Trainer(cfg, model, data, run, progress=progress, console=console).fit(resume=resume)
-    if wise_base is not None and is_main and result.after is not None:
-        _wise_ft(cfg, wise_base, model, data, run, result, progress, console)
+    trainer = Trainer(cfg, model, data, run, progress=progress, console=console)
+    result = trainer.fit(resume=resume)
+    if trainer.wise_base is not None and result.after is not None and cfg.train.task != "match":
+        _wise_ft(cfg, trainer.wise_base, model, data, run, result, progress, console)
     if result.after is not None and is_main:
         common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=len(data.skipped))
         if cfg.train.task == "match":

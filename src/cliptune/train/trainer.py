@@ -96,6 +96,7 @@ class Trainer:
         self.console = console
         self.device = resolve_device(cfg.train.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.wise_base = None  # set by fit() when train.wise_ft asks for WiSE-FT
 
     # ---- 1. data ------------------------------------------------------------------------------------------------
     def _splits(self) -> tuple[list[Record], list[Record], list[Record]]:
@@ -184,6 +185,10 @@ class Trainer:
         if hasattr(objective, "attach"):  # an objective may add or re-initialise model parameters (SigLIP's bias)
             objective.attach(model)
             model.to(self.device)
+        if tc.wise_ft and dctx.is_main:  # WiSE-FT's θ_base: the model as training starts, before any resume load
+            from cliptune.train.wise import snapshot
+
+            self.wise_base = snapshot(model)
         pairs = match_pairs(train) if tc.task == "match" else None
         evaluate_records = _evaluate_match if pairs is not None else _evaluate_retrieval
         mines = hasattr(objective, "needs_refresh") and getattr(objective, "num_negatives", 0) > 0
@@ -206,6 +211,7 @@ class Trainer:
             state = ckpt.load_checkpoint(self.run.checkpoints / "last", model, optimizer, scheduler)
             step, epoch, before = state["step"], state["epoch"], state.get("before")
             stopper.load_state(state.get("early_stop", {}))
+            history.truncate_after(step)  # steps logged after the checkpoint are redone, so they are logged again
             self._say(f"resumed from {self.run.checkpoints / 'last'} at step {step}")
         elif cfg.eval.before and test and dctx.is_main:
             before = evaluate_records(model, test, **eval_kw)
