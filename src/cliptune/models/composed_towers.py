@@ -14,7 +14,7 @@ from torch import nn
 from cliptune.models.backbones import Backbone
 from cliptune.models.base import Features, Tower
 from cliptune.models.pooling import AttentionPool
-from cliptune.models.tower_parts import cut_index, with_params
+from cliptune.models.tower_parts import cut_index, mean_pool, run_bert_layers, with_params
 
 
 class BackboneTower(Tower):
@@ -59,12 +59,6 @@ class BackboneTower(Tower):
         return self.proj(self._pool(x))
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over tokens (sentence-transformers' pooling for most of its models)."""
-    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-
-
 class HFEncoderTower(Tower):
     """A BERT-family encoder (embeddings + encoder.layer) cut between layers, mean pooled, projected."""
 
@@ -83,15 +77,7 @@ class HFEncoderTower(Tower):
         return [self.proj]
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        if start == stop:
-            return hidden
-        mask, _ = self.model._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                                     embedding_output=hidden, encoder_hidden_states=None,
-                                                     past_key_values=None)
-        for layer in self.model.encoder.layer[start:stop]:
-            hidden = layer(hidden, mask)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return hidden
+        return run_bert_layers(self.model, hidden, attention_mask, start, stop)
 
     def prefix(self, inputs: Features, k: int) -> Features:
         ids, attn = inputs["input_ids"], inputs["attention_mask"]

@@ -21,6 +21,7 @@ from cliptune.errors import ModelLoadError
 from cliptune.models.base import DualEncoder, Features, Tower
 from cliptune.models.heads import build_head
 from cliptune.models.registry import BACKENDS, SPECS, read_export_meta, write_export_meta
+from cliptune.models.tower_parts import mean_pool, run_bert_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -123,27 +124,15 @@ class MiniLMTower(Tower):
     def head_modules(self) -> list[nn.Module]:
         return [self.proj]
 
-    def _mask(self, attention_mask: torch.Tensor, hidden: torch.Tensor):
-        mask, _ = self.bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                                    embedding_output=hidden, encoder_hidden_states=None,
-                                                    past_key_values=None)
-        return mask
-
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        if start == stop:
-            return hidden
-        mask = self._mask(attention_mask, hidden)
-        for layer in self.bert.encoder.layer[start:stop]:
-            hidden = layer(hidden, mask)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return hidden
+        return run_bert_layers(self.bert, hidden, attention_mask, start, stop)
 
     def prefix(self, inputs: Features, k: int) -> Features:
         ids, attn = inputs["input_ids"], inputs["attention_mask"]
         hidden = self.bert.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
         hidden = self._run_layers(hidden, attn, 0, self.n_blocks - k)
         if k == 0:  # the whole trunk is frozen: cache the mean-pooled sentence vector only
-            return {"pooled": self._mean_pool(hidden, attn)}
+            return {"pooled": mean_pool(hidden, attn)}
         return {"hidden": hidden, "attention_mask": attn}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
@@ -151,13 +140,8 @@ class MiniLMTower(Tower):
             return self.proj(features["pooled"])
         attn = features["attention_mask"]
         hidden = self._run_layers(features["hidden"], attn, self.n_blocks - k, self.n_blocks)
-        return self.proj(self._mean_pool(hidden, attn))
+        return self.proj(mean_pool(hidden, attn))
 
-    @staticmethod
-    def _mean_pool(hidden: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        """Masked mean over tokens, as sentence-transformers pools all-MiniLM-L6-v2."""
-        weights = attn.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 class LiteDualEncoder(DualEncoder):

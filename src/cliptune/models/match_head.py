@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from cliptune.errors import ModelLoadError
+from cliptune.utils.atomic import write_text_atomic
 from cliptune.utils.registry import Registry
 
 MATCH_FILE = "match.json"
@@ -131,17 +131,7 @@ def save_match_head(head: MatchHead, directory: str | os.PathLike, extra: dict |
         weights = HEAD_WEIGHTS
     meta = {"format_version": FORMAT_VERSION, "head": head.kind, "threshold": head.threshold,
             "params": head.params(), "weights": weights, **(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{MATCH_FILE}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(meta, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, directory / MATCH_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return directory / MATCH_FILE
+    return write_text_atomic(directory / MATCH_FILE, json.dumps(meta, indent=2))
 
 
 def load_match_head(path: str | os.PathLike) -> MatchHead | None:

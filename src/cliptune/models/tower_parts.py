@@ -66,3 +66,23 @@ class OpaqueTower(Tower):
         cut_index(k, 1)
         pooled = features["pooled"] if k == 0 else self._run(self.backbone, features)
         return self.head(pooled)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens (sentence-transformers' pooling for most of its models, all-MiniLM-L6-v2 included)."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def run_bert_layers(bert: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                    stop: int) -> torch.Tensor:
+    """Run `bert.encoder.layer[start:stop]` with the padding mask transformers itself would build."""
+    if start == stop:
+        return hidden
+    mask, _ = bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                           embedding_output=hidden, encoder_hidden_states=None, past_key_values=None)
+    for layer in bert.encoder.layer[start:stop]:
+        hidden = layer(hidden, mask)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    return hidden
+
