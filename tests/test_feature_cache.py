@@ -54,3 +54,24 @@ def test_only_frozen_sides_are_cached(shapes_csv, tmp_path):
     plan = plan_freeze(model, "image")
     cache = FeatureCache(model, plan, tmp_path / "fc", progress=False)
     assert cache.covers("image") and not cache.covers("text")
+
+
+def test_shard_members_are_keyed_by_their_shard(shapes_csv, tmp_path):
+    """Images read in place from a tar (`shard.tar#key.png`) get a key from the shard's size and mtime, so
+    rewriting the shard invalidates the cached features."""
+    import os
+
+    from cliptune.data.to_wds import write_shards
+
+    model, plan, _, cache = _setup(shapes_csv, tmp_path)
+    write_shards(load_dataset(shapes_csv), tmp_path / "shards", shard_size=1000)
+    shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
+    records = load_dataset(shard).records[:6]
+    assert all("#" in r.image for r in records)
+    cache.images(records)
+    cache.images(records)
+    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1
+    stat = shard.stat()
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the shard was rewritten
+    cache.images(records)
+    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 2

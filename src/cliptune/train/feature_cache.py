@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cliptune.data.records import Record
+from cliptune.data.tar_members import stat_key
 from cliptune.inference.embed import prefix_images, prefix_texts
 from cliptune.models.base import DualEncoder, Features
 from cliptune.models.freeze import FreezePlan
@@ -41,9 +42,8 @@ def _frozen_weights_digest(model: DualEncoder, side: str, plan: FreezePlan) -> s
 def _inputs_digest_images(records: list[Record]) -> str:
     h = hashlib.sha1()
     for rec in records:
-        try:
-            st = os.stat(rec.image)
-            h.update(f"{rec.image}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:  # a shard member (`shard.tar#key.jpg`) is keyed by its shard's size and mtime
+            h.update(f"{stat_key(rec.image)}\n".encode())
         except OSError:
             h.update(f"{rec.image}|missing\n".encode())
     return h.hexdigest()
