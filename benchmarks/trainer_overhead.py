@@ -36,8 +36,9 @@ from cliptune.config import load_config
 from cliptune.data.datasets import ImageFiles
 from cliptune.data.load import load_dataset
 from cliptune.models.registry import load_model
+from cliptune.train.batches import epoch_batches
 from cliptune.train.rundir import RunDir
-from cliptune.train.trainer import Trainer, epoch_batches
+from cliptune.train.trainer import Trainer
 
 LR, WD, CLIP = 5e-4, 0.1, 1.0
 

@@ -65,13 +65,17 @@ class DataCfg(_Section):
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    # separate evaluation data (any data spec, every record of it): replaces the val/test split of data.path, and
+    # is where a streamed run (which never indexes data.path) evaluates
+    val_path: str | None = None
+    test_path: str | None = None
     num_workers: int = 0
     max_train_images: int | None = None
     # WebDataset shards: member extensions tried for the image (None: "jpg;jpeg;png;webp;bmp;gif;tiff;tif") and
     # caption sources, first present wins (None: "json:captions;json:caption;txt"); other formats refuse them
     wds_image_key: str | None = None
     wds_caption_key: str | None = None
-    streaming: bool = False  # read shards as a stream (data.streaming) instead of indexing every sample
+    streaming: bool = False  # stream the shards of data.path (train/batches.py) instead of indexing every sample
     shuffle_buffer: int = Field(1000, ge=0)  # streaming: samples held for shuffling within a reader
     resampled: bool = False  # streaming: draw shards with replacement, endlessly (set epoch_length or max_steps)
     epoch_length: int | None = Field(None, ge=1)  # streaming + resampled: samples per epoch over all ranks

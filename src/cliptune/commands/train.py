@@ -15,6 +15,10 @@ from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML or JSON config with sections model/data/loss/train/eval."),
     data: Optional[str] = typer.Option(None, "--data", help="Data spec (overrides data.path)."),
+    val_data: Optional[str] = typer.Option(None, "--val-data", help="Validation data spec, used whole (data.val_path)."),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data spec, used whole (data.test_path)."),
+    streaming: bool = typer.Option(False, "--streaming", help="Stream WebDataset shards instead of indexing them "
+                                   "(data.streaming; evaluation then needs --val-data/--test-data)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec (overrides model.spec)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set train.lr=1e-4 (repeatable)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under train.output_dir)."),
@@ -31,7 +35,10 @@ def train(
     from cliptune.train.run import resolve_run, train_run
 
     overrides = list(set_)
-    for key, value in (("data.path", data), ("model.spec", model), ("train.name", name),
+    if streaming:
+        overrides.append("data.streaming=true")
+    for key, value in (("data.path", data), ("data.val_path", val_data), ("data.test_path", test_data),
+                       ("model.spec", model), ("train.name", name),
                        ("train.output_dir", output_dir), ("data.on_bad_sample", on_bad_sample)):
         if value is not None:
             overrides.append(f"{key}={value}")

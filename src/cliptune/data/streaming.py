@@ -25,7 +25,9 @@ What is guaranteed about duplicates:
 Each batch is a dict: `image` (stacked tensors when `transform` gives tensors, else a list of PIL images),
 `caption` (list of str), `key` (`shard#key`), `label` (list), `skipped` (bad samples skipped since the previous
 batch on this reader, as "file, row key: reason" strings) and `dropped` (duplicates left out since the previous
-batch). Skips after a reader's last batch have no batch to ride on: every skip is also logged, and
+batch). In a DataLoader worker, a bad sample under `on_bad_sample="error"` ends the reader with one
+last batch `{"error": {"reason", "file", "row"}}` (a worker cannot raise a `DataError` intact to its parent);
+`raise_stream_error` raises it again where the batches are consumed. Skips after a reader's last batch have no batch to ride on: every skip is also logged, and
 `stream.skipped_count` (shared with the DataLoader's workers) is the total to put in the run summary.
 """
 
@@ -173,6 +175,15 @@ class WebDatasetStream(IterableDataset):
         return Reader(rank * workers + worker, world * workers, rank, world, worker, workers)
 
     def __iter__(self) -> Iterator[dict]:
+        if get_worker_info() is None:
+            yield from self._batches()
+            return
+        try:  # in a DataLoader worker only the text of an exception reaches the parent: send the error as a batch
+            yield from self._batches()
+        except DataError as err:
+            yield {"error": {"reason": err.reason, "file": err.file, "row": err.row}}
+
+    def _batches(self) -> Iterator[dict]:
         reader = self.reader()
         rng = random.Random(stable_seed(self.seed, self.epoch, reader.index, "reader"))
         skipped: list[str] = []
@@ -293,6 +304,14 @@ class WebDatasetStream(IterableDataset):
             images = torch.stack(images)
         return {"image": images, "caption": [s.caption for s in batch], "key": [s.key for s in batch],
                 "label": [s.label for s in batch], "skipped": list(skipped), "dropped": dropped}
+
+
+def raise_stream_error(batch: dict) -> None:
+    """A DataLoader worker cannot raise `DataError` intact (only its text crosses processes): the stream sends
+    the error as a batch and it is raised here, in the training process, naming its shard and key."""
+    error = batch.get("error")
+    if error is not None:
+        raise DataError(error["reason"], file=error["file"], row=error["row"])
 
 
 def _ext(name: str) -> str:

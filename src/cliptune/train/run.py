@@ -57,16 +57,26 @@ def resolve_run(config_path: str | None, overrides: list[str], resume: str | Non
 
 
 def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = True, console=None) -> TrainResult:
+    from cliptune.data.eval_sets import with_eval_sets
     from cliptune.data.load import load_dataset
+
     if not cfg.data.path:
         raise UsageError("no training data: set data.path in the config or pass --data")
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         run.config_file.write_text(cfg.to_yaml(), encoding="utf-8")
     d = cfg.data
-    data = load_dataset(d.path, format=d.format, image_root=d.image_root, on_bad_sample=d.on_bad_sample,
-                        split_ratios=d.split_ratios, seed=d.split_seed, group=cfg.train.task != "match",
-                        format_options={"image_key": d.wds_image_key, "caption_key": d.wds_caption_key})
+    group = cfg.train.task != "match"
+    if d.streaming:  # the shards are streamed by the trainer, never indexed; evaluation reads its own data
+        if not (d.val_path or d.test_path):
+            _say(console, "[yellow]data.streaming without data.val_path or data.test_path: nothing to evaluate "
+                          "on, so no before/after metrics and no early stopping[/]")
+        data = with_eval_sets(None, d, group=group)
+    else:
+        data = load_dataset(d.path, format=d.format, image_root=d.image_root, on_bad_sample=d.on_bad_sample,
+                            split_ratios=d.split_ratios, seed=d.split_seed, group=group,
+                            format_options={"image_key": d.wds_image_key, "caption_key": d.wds_caption_key})
+        data = with_eval_sets(data, d, group=group)
     if data.skipped and console is not None:
         console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
     model = build_model(cfg)
@@ -75,7 +85,8 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
     if trainer.wise_base is not None and result.after is not None and cfg.train.task != "match":
         _wise_ft(cfg, trainer.wise_base, model, data, run, result, progress, console)
     if result.after is not None and is_main:
-        common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=len(data.skipped))
+        skipped = len(data.skipped) + result.extra.get("skipped_samples", 0)  # streamed ones are counted as read
+        common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=skipped)
         if cfg.train.task == "match":
             payload = {"match": result.after["match"], "model": common["model"], "data": common["data"],
                        "split": common["split"], "skipped_samples": common["skipped"]}
@@ -97,6 +108,11 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
         if console is not None:
             console.print(f"report: {report}")
     return result
+
+
+def _say(console, text: str) -> None:
+    if console is not None:
+        console.print(text)
 
 
 def _wise_ft(cfg: Config, base_state, model, data, run: RunDir, result: TrainResult, progress: bool, console) -> None:

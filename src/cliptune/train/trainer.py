@@ -2,11 +2,12 @@
 baseline → loop → final evaluation → export.
 
 The trainer knows the DualEncoder and objective contracts and nothing about any backend. Per tower it either
-reads cached features at the freeze boundary (frozen prefix, no augmentation) or runs the tower live.
+reads cached features at the freeze boundary (frozen prefix, no augmentation) or runs the tower live. Its batches
+come from `train/batches.py`: an indexed training split, or WebDataset shards streamed without an index.
 
-Reproducibility: batch order and caption choice derive from (seed, epoch) alone, evaluation runs under a forked
-RNG, and checkpoints carry optimizer, scheduler and RNG state, so a run stopped at step N and resumed ends with the
-same weights as an uninterrupted one.
+Reproducibility: batch order and caption choice derive from (seed, epoch) alone (for a stream, from the seeded
+readers of each epoch), evaluation runs under a forked RNG, and checkpoints carry optimizer, scheduler and RNG
+state, so a run stopped at step N and resumed ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cliptune.config import Config
 from cliptune.data.augment import ImageAugment, TextAugment
 from cliptune.data.datasets import CaptionIndex, ImageFiles
 from cliptune.data.decode_cache import DecodeCache, default_decode_cache_dir
-from cliptune.data.sampling import epoch_caption_keys, no_duplicate_batches
 from cliptune.data.seeds import sample_generator
 from cliptune.data.records import Dataset, Record
-from cliptune.errors import CliptuneError, UsageError
+from cliptune.errors import CliptuneError, DataError, UsageError
 from cliptune.eval.retrieval import mean_recall
 from cliptune.inference.evaluate import embed_split, evaluate_records
 from cliptune.inference.match import evaluate_match
@@ -39,6 +38,7 @@ from cliptune.models.freeze import FreezePlan, apply_freeze, plan_from_config, s
 from cliptune.models.lora import export_model
 from cliptune.objectives import build_objective
 from cliptune.train import checkpoint as ckpt
+from cliptune.train.batches import IndexedBatches, MicroBatch, StreamedBatches, check_streamable
 from cliptune.train.distributed import init_distributed
 from cliptune.train.early_stop import EarlyStopping
 from cliptune.train.feature_cache import FeatureCache, default_cache_dir, select
@@ -69,22 +69,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_batches(n_images: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """Shuffled image indices for one epoch, in full batches (a contrastive batch's size sets its negatives)."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_images, generator=gen)
-    n_full = n_images // batch_size
-    if n_full == 0:
-        return [order]
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
-
-
-def epoch_caption_draws(n_images: int, seed: int, epoch: int) -> torch.Tensor:
-    """Which caption each image shows this epoch (one draw per image per epoch; evaluation uses all of them)."""
-    gen = torch.Generator().manual_seed(seed * 7_919 + epoch + 1)
-    return torch.randint(0, 1 << 30, (n_images,), generator=gen)
-
-
 class Trainer:
     def __init__(self, cfg: Config, model: DualEncoder, data: Dataset, run: RunDir, progress: bool = True,
                  console=None):
@@ -99,14 +83,15 @@ class Trainer:
         self.wise_base = None  # set by fit() when train.wise_ft asks for WiSE-FT
 
     # ---- 1. data ------------------------------------------------------------------------------------------------
-    def _splits(self) -> tuple[list[Record], list[Record], list[Record]]:
+    def _splits(self) -> tuple[list[Record] | None, list[Record], list[Record]]:
+        """Train, val and test records; train is None when it is streamed from shards (never indexed)."""
         d = self.cfg.data
-        train, val, test = (self.data.split(d.train_split), self.data.split(d.val_split), self.data.split(d.test_split))
+        val, test = self.data.split(d.val_split), self.data.split(d.test_split)
+        if d.streaming:
+            return None, val, test
+        train = self.data.split(d.train_split)
         if not train:
             raise UsageError(f"{self.data.source}: split {d.train_split!r} is empty; splits found: {self.data.splits}")
-        if d.streaming:
-            raise UsageError("data.streaming: the trainer reads shards map-style (members are read in place, nothing "
-                             "is unpacked); set data.streaming=false. The streaming reader is data/streaming.py")
         if d.max_train_images:
             train = train[: d.max_train_images]
         return train, val, test
@@ -123,29 +108,37 @@ class Trainer:
         text_feats = cache.texts(captions.texts) if cached("text") else None
         return captions, image_feats, text_feats
 
-    def _image_batches(self, train: list[Record], batches: list[torch.Tensor], epoch: int, shown: list[str]):
-        """Decoded (optionally augmented) training images for the given batches, in order, via a DataLoader."""
-        d = self.cfg.data
-        augment = ImageAugment.from_cfg(self.cfg.augment, size=self.model.image_size) \
+    def _image_augment(self) -> ImageAugment | None:
+        return ImageAugment.from_cfg(self.cfg.augment, size=self.model.image_size) \
             if self.cfg.augment.enabled_for("image") else None
-        loader = DecodeCache(default_decode_cache_dir(), size=self.model.image_size) if d.decode_cache else None
-        dataset = ImageFiles(train, self.model.image_transform(train=False), loader=loader, augment=augment,
-                             captions=shown, seed=self.cfg.train.seed, epoch=epoch)
-        return iter(DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=d.num_workers,
-                               pin_memory=self.device.type == "cuda"))
 
-    def _epoch_plan(self, train: list[Record], captions: CaptionIndex, batch_size: int, epoch: int):
-        """This epoch's batches of image indices and the caption index each image shows."""
-        seed = self.cfg.train.seed
-        draws = epoch_caption_draws(len(train), seed, epoch)
-        shown = [captions.caption_for(i, int(draws[i])) for i in range(len(train))]
-        if self.cfg.data.no_duplicate_batches:  # a repeated image or caption in a batch is a false negative
-            image_keys = [r.image for r in train]
-            batches = [torch.tensor(b) for b in no_duplicate_batches(
-                image_keys, epoch_caption_keys(captions.texts, shown), batch_size, seed, epoch)]
-        else:
-            batches = epoch_batches(len(train), batch_size, seed, epoch)
-        return batches, torch.tensor(shown)
+    def _indexed_batches(self, train: list[Record], captions: CaptionIndex, live_images: bool, dctx) -> IndexedBatches:
+        d, tc = self.cfg.data, self.cfg.train
+        loader = DecodeCache(default_decode_cache_dir(), size=self.model.image_size) if d.decode_cache else None
+        augment, transform = self._image_augment(), self.model.image_transform(train=False)
+
+        def image_dataset(epoch: int, shown: list[str]) -> ImageFiles:
+            """Decoded (optionally augmented) training images; `shown` is each image's caption this epoch."""
+            return ImageFiles(train, transform, loader=loader, augment=augment, captions=shown, seed=tc.seed,
+                              epoch=epoch)
+
+        return IndexedBatches(train, captions, batch_size=tc.batch_size, accum_steps=tc.accum_steps, seed=tc.seed,
+                              no_duplicates=d.no_duplicate_batches, image_dataset=image_dataset if live_images else None,
+                              num_workers=d.num_workers, pin_memory=self.device.type == "cuda", dctx=dctx)
+
+    def _streamed_batches(self, dctx) -> StreamedBatches:
+        from cliptune.data.streaming import WebDatasetStream
+
+        d, tc = self.cfg.data, self.cfg.train
+        text_augment = TextAugment.from_cfg(self.cfg.augment) if self.cfg.augment.enabled_for("text") else None
+        stream = WebDatasetStream(
+            d.path, batch_size=tc.batch_size // dctx.world_size, transform=self.model.image_transform(train=False),
+            image_augment=self._image_augment(), text_augment=text_augment, image_key=d.wds_image_key,
+            caption_key=d.wds_caption_key, shuffle_buffer=d.shuffle_buffer, resampled=d.resampled,
+            epoch_length=d.epoch_length, num_workers=d.num_workers, seed=tc.seed, on_bad_sample=d.on_bad_sample,
+            no_duplicates=d.no_duplicate_batches, rank=dctx.rank, world_size=dctx.world_size)
+        return StreamedBatches(stream, accum_steps=tc.accum_steps, num_workers=d.num_workers,
+                               pin_memory=self.device.type == "cuda", dctx=dctx)
 
     # ---- 3. one optimisation step ---------------------------------------------------------------------------------
     def _encode_side(self, side: str, k: int, cached: Features | None, index: torch.Tensor, live_inputs) -> torch.Tensor:
@@ -176,11 +169,14 @@ class Trainer:
         if tc.feature_cache and (plan.frozen_prefix("image") or plan.frozen_prefix("text")):
             cache = FeatureCache(model, plan, default_cache_dir(), progress=self.progress,
                                  num_workers=cfg.data.num_workers, batch_size=cfg.eval.batch_size)
-        if dctx.enabled and not dctx.is_main:
-            dctx.barrier()  # rank 0 fills the on-disk feature cache first; the others then read it
-        captions, image_feats, text_feats = self._build_inputs(train, plan, cache, cfg.augment)
-        if dctx.enabled and dctx.is_main:
-            dctx.barrier()
+        if train is not None:
+            if dctx.enabled and not dctx.is_main:
+                dctx.barrier()  # rank 0 fills the on-disk feature cache first; the others then read it
+            captions, image_feats, text_feats = self._build_inputs(train, plan, cache, cfg.augment)
+            if dctx.enabled and dctx.is_main:
+                dctx.barrier()
+        else:  # streamed: no index to cache by, so both towers run live (the cache still serves evaluation)
+            captions, image_feats, text_feats = None, None, None
         objective = build_objective(cfg.loss.type, **cfg.loss.params).to(self.device)
         if hasattr(objective, "attach"):  # an objective may add or re-initialise model parameters (SigLIP's bias)
             objective.attach(model)
@@ -189,13 +185,20 @@ class Trainer:
             from cliptune.train.wise import snapshot
 
             self.wise_base = snapshot(model)
-        pairs = match_pairs(train) if tc.task == "match" else None
-        evaluate_records = _evaluate_match if pairs is not None else _evaluate_retrieval
         mines = hasattr(objective, "needs_refresh") and getattr(objective, "num_negatives", 0) > 0
         mined, mined_epoch = None, None
+        if train is None:
+            d = cfg.data
+            check_streamable(task=tc.task, mines=mines, max_train_images=d.max_train_images, resampled=d.resampled,
+                             epoch_length=d.epoch_length, max_steps=tc.max_steps, batch_size=tc.batch_size,
+                             world_size=dctx.world_size)
+            source = self._streamed_batches(dctx)
+        else:
+            source = self._indexed_batches(train, captions, image_feats is None, dctx)
+        pairs = match_pairs(train) if tc.task == "match" else None
+        evaluate_records = _evaluate_match if pairs is not None else _evaluate_retrieval
 
-        batch_size = min(tc.batch_size, len(train))
-        steps_per_epoch = max(1, len(train) // batch_size) // tc.accum_steps or 1
+        steps_per_epoch = source.steps_per_epoch  # None: an epoch ends when the stream does
         total_steps = tc.max_steps or steps_per_epoch * tc.epochs
         optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.head_lr, tc.layer_decay)
         scheduler = build_scheduler(optimizer, tc.warmup_steps, total_steps, tc.min_lr_ratio)
@@ -206,10 +209,12 @@ class Trainer:
                        num_workers=cfg.data.num_workers, chunk_size=cfg.eval.chunk_size)
 
         # ---- baseline: the model as loaded, on the test split -------------------------------------------------
-        step, epoch, before = 0, 0, None
+        step, epoch, in_epoch, before = 0, 0, 0, None
         if resume and self.run.has_checkpoint():
             state = ckpt.load_checkpoint(self.run.checkpoints / "last", model, optimizer, scheduler)
             step, epoch, before = state["step"], state["epoch"], state.get("before")
+            # optimiser steps into the epoch (checkpoints without it are from indexed runs: the step says)
+            in_epoch = state["in_epoch"] if "in_epoch" in state else step - epoch * steps_per_epoch
             stopper.load_state(state.get("early_stop", {}))
             history.truncate_after(step)  # steps logged after the checkpoint are redone, so they are logged again
             self._say(f"resumed from {self.run.checkpoints / 'last'} at step {step}")
@@ -217,17 +222,18 @@ class Trainer:
             before = evaluate_records(model, test, **eval_kw)
             history.log({"step": 0, "event": "eval", "split": cfg.eval.split, "phase": "before", **_flat(before)})
 
-        def state_dict(current_step: int, current_epoch: int) -> dict:
-            return {"step": current_step, "epoch": current_epoch, "before": before,
+        def state_dict(current_step: int, current_epoch: int, current_in_epoch: int) -> dict:
+            return {"step": current_step, "epoch": current_epoch, "in_epoch": current_in_epoch, "before": before,
                     "early_stop": stopper.state(), "total_steps": total_steps}
 
-        def evaluate_and_checkpoint(current_step: int, current_epoch: int) -> bool:
+        def evaluate_and_checkpoint(current_step: int, current_epoch: int, current_in_epoch: int) -> bool:
             """Rank 0 evaluates and writes the checkpoint; every rank learns whether to stop early."""
-            should_stop = _evaluate_and_checkpoint(current_step, current_epoch) if dctx.is_main else False
+            should_stop = (_evaluate_and_checkpoint(current_step, current_epoch, current_in_epoch)
+                           if dctx.is_main else False)
             dctx.barrier()
             return bool(dctx.broadcast_object(should_stop))
 
-        def _evaluate_and_checkpoint(current_step: int, current_epoch: int) -> bool:
+        def _evaluate_and_checkpoint(current_step: int, current_epoch: int, current_in_epoch: int) -> bool:
             links = ("last",)
             if val:
                 metrics = evaluate_records(model, val, **eval_kw)
@@ -240,7 +246,7 @@ class Trainer:
             else:
                 links = ("last", "best")
             ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
-                                 state_dict(current_step, current_epoch), links=links)
+                                 state_dict(current_step, current_epoch, current_in_epoch), links=links)
             return stopper.should_stop
 
         text_augment = TextAugment.from_cfg(cfg.augment) if cfg.augment.enabled_for("text") else None
@@ -257,7 +263,17 @@ class Trainer:
             tokens = None if text_feats is not None else model.tokenize([caption_text(int(c)) for c in caption_index])
             return self._encode_side("text", plan.k["text"], text_feats, caption_index, tokens).float()
 
-        # ---- the loop: epoch and position follow from the step alone, so a resumed run continues exactly ----------
+        def encode_texts(mb: MicroBatch) -> torch.Tensor:
+            """This rank's captions of a micro-batch: by index (indexed data) or as streamed text."""
+            if mb.caption_index is not None:
+                return encode_text(mb.caption_index)
+            return self._encode_side("text", plan.k["text"], None, None, model.tokenize(mb.captions)).float()
+
+        def encode_images(mb: MicroBatch) -> torch.Tensor:
+            pixels = {"pixel_values": mb.pixels} if mb.pixels is not None else None
+            return self._encode_side("image", plan.k["image"], image_feats, mb.image_index, pixels).float()
+
+        # ---- the loop: the source replays an epoch from any position, so a resumed run continues exactly ----------
         set_train_mode(model, plan, True)
         limit = min(total_steps, tc.stop_at_step) if tc.stop_at_step is not None else total_steps
         bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not self.progress,
@@ -266,10 +282,7 @@ class Trainer:
         stopped_early = False
         bad_in_row, skipped_steps = 0, 0
         while step < limit and not stopped_early:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
             current_epoch["epoch"] = epoch
-            batches, shown = self._epoch_plan(train, captions, batch_size, epoch)
-            batches = batches[in_epoch * tc.accum_steps: steps_per_epoch * tc.accum_steps]
             if mines and mined_epoch != last_refresh_epoch(epoch, objective.refresh_epochs):
                 mined_epoch = last_refresh_epoch(epoch, objective.refresh_epochs)
                 image_all, text_all, _ = embed_split(model, train, cache=cache, progress=self.progress,
@@ -284,50 +297,47 @@ class Trainer:
                 if warning:
                     self._say(f"[yellow]{warning}[/]")
                 set_train_mode(model, plan, True)
-            live_images = (self._image_batches(train, [dctx.shard(b) for b in batches], epoch,
-                                               [captions.texts[int(c)] for c in shown])
-                           if image_feats is None else None)
-            for first in range(0, len(batches), tc.accum_steps):
+            epoch_done, steps_before = False, step
+            for group, epoch_done in source.epoch(epoch, in_epoch):
                 optimizer.zero_grad(set_to_none=True)
                 finite = True
-                for index in batches[first:first + tc.accum_steps]:
-                    cap_index = shown[index]
-                    pixels = {"pixel_values": next(live_images)} if live_images is not None else None
-                    batch = {"image_index": index, "caption_index": cap_index, "encode_text": encode_text,
-                             "epoch": epoch}
+                for mb in group:
+                    batch = {"epoch": epoch}
+                    if mb.image_index is not None:
+                        batch.update(image_index=mb.image_index, caption_index=mb.caption_index,
+                                     encode_text=encode_text)
                     if pairs is not None:
-                        batch.update(match_batch(pairs, index))
+                        batch.update(match_batch(pairs, mb.image_index))
                     if mined is not None:
-                        batch["negatives"] = mined[index]
+                        batch["negatives"] = mined[mb.image_index]
                     if tc.local_loss:
-                        batch["local_rows"] = dctx.local_rows(len(index))
+                        batch["local_rows"] = dctx.local_rows(mb.rows)
                     if tc.gradcache_mini_batch:
-                        def encode_image_at(pos, index=index, pixels=pixels):
-                            live = {"pixel_values": pixels["pixel_values"][pos]} if pixels is not None else None
+                        def encode_image_at(pos, mb=mb):
                             with autocast_context(self.device, self.precision):
-                                return self._encode_side("image", plan.k["image"], image_feats, index[pos], live).float()
+                                return encode_images(mb.take(pos))
 
-                        def encode_text_at(pos, cap_index=cap_index):
+                        def encode_text_at(pos, mb=mb):
                             with autocast_context(self.device, self.precision):
-                                return encode_text(cap_index[pos])
+                                return encode_texts(mb.take(pos))
 
                         with autocast_context(self.device, self.precision):  # the loss (and mined negatives) as usual
                             loss_value, extras = gradcache_step(
-                                encode_image_at, encode_text_at, objective, len(index), tc.gradcache_mini_batch,
+                                encode_image_at, encode_text_at, objective, mb.rows, tc.gradcache_mini_batch,
                                 model.scale(), model.logit_bias, batch=batch,
                                 scale_loss=lambda l: scaler.scale(l / tc.accum_steps), return_outputs=True)
                         out = {"loss": torch.tensor(loss_value), **extras}
                     else:
                         with autocast_context(self.device, self.precision):
-                            # each rank encodes its slice; gathered with gradient, the loss sees the global batch
-                            img = dctx.gather(self._encode_side("image", plan.k["image"], image_feats,
-                                                                dctx.shard(index), pixels))
-                            txt = dctx.gather(encode_text(dctx.shard(cap_index)))
-                            out = objective(img.float(), txt.float(), model.scale(), model.logit_bias, batch=batch)
+                            # each rank encodes its rows; gathered with gradient, the loss sees the global batch
+                            local = mb.local(dctx)
+                            img = dctx.gather(encode_images(local))
+                            txt = dctx.gather(encode_texts(local))
+                            out = objective(img, txt, model.scale(), model.logit_bias, batch=batch)
                         loss = out["loss"] / tc.accum_steps
                         if torch.isfinite(loss):
                             scaler.scale(loss).backward()
-                    n_window += len(index)
+                    n_window += mb.rows
                     finite = finite and math.isfinite(float(out["loss"].detach()))
                 dctx.average_gradients(p for p in model.parameters() if p.requires_grad)
                 if finite and tc.grad_clip:
@@ -348,7 +358,7 @@ class Trainer:
                     if bad_in_row >= tc.max_bad_steps:
                         if dctx.is_main:
                             ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
-                                                 state_dict(step, step // steps_per_epoch))
+                                                 state_dict(step, epoch, in_epoch))
                         history.write_csv()
                         raise CliptuneError(
                             f"the loss was NaN/inf for {bad_in_row} steps in a row (step {step + 1}); stopped. "
@@ -360,6 +370,7 @@ class Trainer:
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, math.log(model.max_logit_scale))
                 step += 1
+                in_epoch += 1
                 bar.update(1)
                 if step % tc.log_every == 0 or step == total_steps:
                     rate = n_window / max(1e-9, time.time() - t_window)
@@ -369,23 +380,32 @@ class Trainer:
                                  "lr": lr, "logit_scale": float(model.scale().detach()), "samples_per_s": rate})
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", sps=f"{rate:.0f}")
                     t_window, n_window = time.time(), 0
-                epoch_done = step % steps_per_epoch == 0
+                if epoch_done:  # the position a checkpoint records: the start of the next epoch
+                    position = (epoch + 1, 0)
+                else:
+                    position = (epoch, in_epoch)
                 if (tc.eval_every and step % tc.eval_every == 0) or (not tc.eval_every and epoch_done):
-                    stopped_early = evaluate_and_checkpoint(step, epoch + int(epoch_done))
+                    stopped_early = evaluate_and_checkpoint(step, *position)
                 if epoch_done and tc.save_every_epoch and dctx.is_main:
                     ckpt.save_epoch_link(self.run.checkpoints, epoch + 1, step)
                 if step >= limit or stopped_early:
                     break
+            if step == steps_before:
+                raise DataError(f"epoch {epoch} gave no full batch of {tc.batch_size} (× {tc.accum_steps} "
+                                f"accumulation steps); the data is smaller than one step, or every sample was bad",
+                                file=str(cfg.data.path))
+            if epoch_done:
+                epoch, in_epoch = epoch + 1, 0
         bar.close()
-        epoch = step // steps_per_epoch
         if step < total_steps and not stopped_early:  # stopped on purpose (stop_at_step): leave a resumable state
             if dctx.is_main:
-                ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler, state_dict(step, epoch))
+                ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
+                                     state_dict(step, epoch, in_epoch))
                 history.write_csv()
             dctx.barrier()
             return TrainResult(self.run.path, step, before, None, stopper.best_step, False, time.time() - t_start)
         if ckpt.last_step(self.run.checkpoints) != step:
-            evaluate_and_checkpoint(step, epoch)
+            evaluate_and_checkpoint(step, epoch, in_epoch)
         if not dctx.is_main:  # rank 0 alone evaluates, exports and reports
             return TrainResult(self.run.path, step, None, None, None, stopped_early, time.time() - t_start,
                                extra={"rank": dctx.rank})
@@ -397,6 +417,8 @@ class Trainer:
         after = evaluate_records(model, test, **eval_kw) if test else None
         if after is not None:
             history.log({"step": step, "event": "eval", "split": cfg.eval.split, "phase": "after", **_flat(after)})
+        if source.skipped_count:
+            history.log({"step": step, "event": "skipped_samples", "count": source.skipped_count})
         history.write_csv()
         with detached_match_head(model):  # the head is saved on its own (match.json), not inside the model file
             export_model(model, self.run.model_dir)  # LoRA adapters, if any, are merged into the weights
@@ -406,7 +428,7 @@ class Trainer:
                                 batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
             after = {"match": done["test"]} if done["test"] is not None else None
         return TrainResult(self.run.path, step, before, after, stopper.best_step, stopper.should_stop,
-                           time.time() - t_start)
+                           time.time() - t_start, extra={"skipped_samples": source.skipped_count})
 
     def _say(self, text: str) -> None:
         if self.console is not None:
