@@ -1,5 +1,6 @@
 """Is the data loader or the model the bottleneck? Images/s of the image loader (decode + model transform), with and
-without the decode cache (and with augmentation on cached images), against the model's own training step rate.
+without the decode cache (and with augmentation on cached images), from image files, from WebDataset shards read
+in place (map-style) and streamed (`data.streaming`), against the model's own training step rate.
 
     python benchmarks/data_pipeline.py [--images 256] [--workers 0 2] [--out benchmarks/data_pipeline.json]
 
@@ -28,7 +29,10 @@ from cliptune.config import AugmentCfg
 from cliptune.data.augment import ImageAugment
 from cliptune.data.datasets import ImageFiles
 from cliptune.data.decode_cache import DecodeCache
-from cliptune.data.records import Record
+from cliptune.data.load import load_dataset
+from cliptune.data.records import Dataset, Record
+from cliptune.data.streaming import WebDatasetStream
+from cliptune.data.to_wds import write_shards
 from cliptune.models.registry import load_model
 
 BATCH = 32
@@ -59,6 +63,23 @@ def loader_rate(dataset, workers: int, repeats: int = 1) -> float:
             loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, num_workers=workers, shuffle=False)
             start = time.perf_counter()
             n = sum(len(batch) for batch in loader)
+            best = max(best, n / (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def stream_rate(stream: WebDatasetStream, workers: int, repeats: int = 1) -> float:
+    """Images/s of a stream through a DataLoader (the way the trainer reads it), best of `repeats` passes."""
+    best = 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for epoch in range(repeats):
+            stream.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+            start = time.perf_counter()
+            n = sum(len(batch["caption"]) for batch in loader)
             best = max(best, n / (time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
@@ -103,6 +124,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         records = make_photos(Path(tmp) / "photos", args.images)
         results["mean_file_kb"] = round(sum(os.path.getsize(r.image) for r in records) / len(records) / 1024, 1)
+        for record in records:
+            record.split = "train"
+        shards = write_shards(Dataset(records, source="photos"), Path(tmp) / "shards", shard_size=64)
+        pattern = str(Path(tmp) / "shards" / shards.splits["train"].pattern)
+        members = load_dataset(pattern).records  # images as `shard.tar#key.jpg`, read in place
         for name, (spec, kwargs) in MODELS.items():
             model = load_model(spec, **kwargs)
             transform = model.image_transform(train=False)
@@ -116,6 +142,10 @@ def main() -> None:
                     "cache_warm": loader_rate(ImageFiles(records, transform, loader=cache), workers, repeats=2),
                     "cache_warm_augmented": loader_rate(ImageFiles(records, transform, loader=cache,
                                                                    augment=augment), workers, repeats=2),
+                    "shards_in_place": loader_rate(ImageFiles(members, transform), workers, repeats=2),
+                    "shards_streamed": stream_rate(WebDatasetStream(
+                        pattern, batch_size=BATCH, transform=transform, shuffle_buffer=256, num_workers=workers,
+                        drop_last=False), workers, repeats=2),
                 }
                 entry["loader_images_per_s"][f"workers={workers}"] = {k: round(v, 1) for k, v in row.items()}
                 print(f"{name} workers={workers}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in row.items()),
