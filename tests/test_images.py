@@ -178,3 +178,21 @@ def test_inspect_reports_upright_size_and_problems_from_bytes(tmp_path):
     with pytest.raises(DataError) as err:
         load_image_bytes(b"plain text", "shard.tar#k.jpg")
     assert err.value.file == "shard.tar#k.jpg"
+
+
+def test_decode_error_in_a_dataloader_worker_reads_as_the_worker_raised_it(tmp_path):
+    """Only the traceback text crosses from a worker; the error the user sees is the worker's own message."""
+    import torch
+
+    from cliptune.data.datasets import ImageFiles
+    from cliptune.data.records import Record
+    from cliptune.errors import DataError
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    dataset = ImageFiles([Record(image=str(broken), captions=["x"], sources=[("pairs.csv", 7)])],
+                         lambda image: torch.zeros(1))
+    with pytest.raises(DataError) as err:
+        list(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1))
+    assert str(err.value).startswith(f"pairs.csv, row 7: image {broken}")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)

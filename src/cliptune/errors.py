@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 
+def worker_message(message: str, cls: type) -> str:
+    """The original message of an error raised in a DataLoader worker.
+
+    Only an exception's type and formatted traceback cross from a worker to its parent, which raises
+    `type("Caught X in DataLoader worker process N. Original Traceback ...")`; the user should read the message the
+    worker raised (naming the file and row), not that traceback.
+    """
+    if not (message.startswith(f"Caught {cls.__name__} in DataLoader worker") and "Original Traceback" in message):
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return message
+
+
 class CliptuneError(Exception):
     """A runtime failure the user should read, not a traceback (exit code 1)."""
 
     exit_code = 1
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (worker_message(args[0], type(self)),)
+        super().__init__(*args)
 
 
 class UsageError(CliptuneError):
@@ -19,6 +40,7 @@ class DataError(UsageError):
     """Invalid input data; always names the file and, where there is one, the row (exit code 2)."""
 
     def __init__(self, message: str, file: str | None = None, row: int | str | None = None):
+        message = worker_message(message, type(self))
         self.file = file
         self.row = row
         self.reason = message
