@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console

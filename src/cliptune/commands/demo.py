@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,5 +21,5 @@ def demo(
     quiet_libraries()
     from cliptune.demo import run_demo
 
-    run_demo(quick=quick, data_dir=data_dir, output_dir=output_dir, overrides=list(set_), progress=not quiet,
+    run_demo(quick=quick, data_dir=data_dir, output_dir=output_dir, overrides=list(set_), progress=progress_enabled(quiet),
              console=console, out=out)
