@@ -154,7 +154,7 @@ def main() -> None:
     from machine import load_average, machine_info, print_table
 
     results: dict = {"machine": machine_info(), "d": D, "captions_per_image": CAPTIONS,
-                     "chunked": "cliptune.eval.retrieval.retrieval_metrics (chunk_size 1024, all metrics)",
+                     "chunked": "cliptune.eval.retrieval.retrieval_metrics (default chunking, all metrics)",
                      "dense": "full score matrix + argsort per direction (R@1/5/10 and MRR only)", "cases": []}
     rows = []
     for n in args.n:

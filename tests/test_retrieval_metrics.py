@@ -168,6 +168,46 @@ def test_score_blocks_never_exceed_chunk(monkeypatch):
     assert sum(rows for rows, cols in shapes if cols == texts.shape[0]) == images.shape[0]  # i2t
 
 
+def test_chunk_rows_fit_the_memory_budget():
+    """A chunk's score block and its temporaries fit the budget, so many targets mean fewer rows, not more memory
+    (100k images x 500k captions at 1024 rows per chunk took 6.7 GB)."""
+    per_score = retrieval._rank_bytes_per_score(torch.float32)
+    rows = retrieval.chunk_rows(500_000, per_score)
+    assert 1 <= rows < 1024 and rows * 500_000 * per_score <= retrieval.DEFAULT_MAX_CHUNK_BYTES
+    assert retrieval.chunk_rows(500_000, per_score, 1024, 512 * 2**20) == 512 * 2**20 // (500_000 * per_score)
+    assert retrieval.chunk_rows(1_000, 10, 1024, 50_000) == 5
+    assert retrieval.chunk_rows(100, per_score, 1024) == 1024  # few targets: chunk_size is the limit
+    assert retrieval.chunk_rows(500_000, per_score, 64, None) == 64  # no budget
+    assert retrieval.chunk_rows(500_000, per_score, 1024, 1) == 1  # never below one row
+    with pytest.raises(ValueError, match="max_chunk_bytes must be a positive int"):
+        retrieval.chunk_rows(10, 4, 8, 0)
+
+
+def test_memory_budget_shrinks_chunks_not_results(monkeypatch):
+    images, texts, t2i = make_data(seed=4, captionless=3)
+    unlimited = retrieval_metrics(images, texts, t2i, max_chunk_bytes=None)
+    top_scores, top_idx = topk_chunked(texts, images, 5, max_chunk_bytes=None)
+    per_score = retrieval._rank_bytes_per_score(torch.float32)
+    budget = 5 * images.shape[0] * per_score  # five caption queries over all images
+    shapes = []
+    real = retrieval._scores
+
+    def spy(q, t):
+        shapes.append((q.shape[0], t.shape[0]))
+        return real(q, t)
+
+    monkeypatch.setattr(retrieval, "_scores", spy)
+    assert retrieval_metrics(images, texts, t2i, max_chunk_bytes=budget) == unlimited
+    t2i_rows = [rows for rows, cols in shapes if cols == images.shape[0]]
+    i2t_rows = [rows for rows, cols in shapes if cols == texts.shape[0]]
+    assert max(t2i_rows) == 5 and sum(t2i_rows) == texts.shape[0]
+    assert max(i2t_rows) == max(1, budget // (texts.shape[0] * per_score)) and sum(i2t_rows) <= images.shape[0]
+    assert retrieval_metrics(images, texts, t2i, chunk_size=3, max_chunk_bytes=1) == unlimited
+    scores, idx = topk_chunked(texts, images, 5, max_chunk_bytes=1)
+    assert torch.equal(idx, top_idx)
+    torch.testing.assert_close(scores, top_scores)  # a one-row product may round in another order than a block
+
+
 def test_topk_chunked_matches_full_topk():
     images, texts, _ = make_data(seed=4)
     scores, idx = topk_chunked(texts, images, k=10, chunk_size=7)
@@ -298,6 +338,7 @@ def test_dtypes_and_ks_dedup():
         ({"ks": 5}, "ks must be a non-empty"),
         ({"ks": (1, 0)}, "positive int"),
         ({"chunk_size": 0}, "chunk_size must be a positive int"),
+        ({"max_chunk_bytes": 0}, "max_chunk_bytes must be a positive int"),
     ],
 )
 def test_validation(kwargs, message):

@@ -4,10 +4,14 @@ Why this module exists
 ----------------------
 Fine-tuning is only worth shipping if the gain can be shown honestly, in both directions, with the numbers that
 retrieval papers report. This module turns two embedding matrices and one caption→image index into those numbers,
-without ever holding the full ``N x M`` similarity matrix: queries are processed ``chunk_size`` rows at a time, each
-``chunk x targets`` score block is reduced to the ranks of that chunk's positives, and the block is discarded. Memory
-therefore grows with ``(N + M) * d`` (the embeddings), ``chunk_size * targets`` (one block) and ``N * k`` (top-k
-results), never with ``N * M``.
+without ever holding the full ``N x M`` similarity matrix: queries are processed a chunk of rows at a time, each
+``chunk x targets`` score block is reduced to the ranks of that chunk's positives, and the block is discarded. A chunk
+has at most ``chunk_size`` rows and, since one block grows with the number of targets (1024 queries x 500k captions
+is 2 GB of float32 scores, plus the temporaries derived from it), few enough rows that the block and those
+temporaries fit in ``max_chunk_bytes`` (default 512 MiB; see :func:`chunk_rows`). Memory therefore grows with
+``(N + M) * d`` (the embeddings), the chunk budget and ``N * k`` (top-k results), never with ``N * M``. Every query
+row is ranked on its own, so the chunking does not change the metrics (only a product of very few rows may round a
+score differently in its last bit).
 
 Conventions
 -----------
@@ -51,8 +55,10 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "DEFAULT_MAX_CHUNK_BYTES",
     "NDCG_K",
     "average_precision",
+    "chunk_rows",
     "first_positive_ranks",
     "mean_rank",
     "mean_recall",
@@ -67,6 +73,9 @@ __all__ = [
 
 NDCG_K = 10
 """Cut-off of the reported NDCG (``NDCG@10``)."""
+
+DEFAULT_MAX_CHUNK_BYTES = 512 * 2**20
+"""Memory budget of one chunk: its score block plus the temporaries derived from it (512 MiB)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -103,6 +112,14 @@ def _check_chunk_size(chunk_size: object) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return chunk_size
+
+
+def _check_max_chunk_bytes(max_chunk_bytes: object) -> int | None:
+    if max_chunk_bytes is None:
+        return None
+    if isinstance(max_chunk_bytes, bool) or not isinstance(max_chunk_bytes, int) or max_chunk_bytes < 1:
+        raise ValueError(f"max_chunk_bytes must be a positive int or None, got {max_chunk_bytes!r}")
+    return max_chunk_bytes
 
 
 def _check_ks(ks: object) -> tuple[int, ...]:
@@ -152,6 +169,37 @@ def _scores(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return queries @ targets.T
 
 
+def _rank_bytes_per_score(dtype: torch.dtype) -> int:
+    """Peak bytes per score in `positive_ranks`: the block, a copy of some of its rows, the ``>=`` mask and the int32
+    count that `sum` casts the mask to."""
+    return 2 * dtype.itemsize + 1 + 4
+
+
+def _topk_bytes_per_score(dtype: torch.dtype) -> int:
+    """Peak bytes per score in `_deterministic_topk`: the block, its `keep` mask and, for rows with a tied k-th score,
+    a copy of those rows, two masks over them, the int32 `cumsum` (with its cast input) and one more mask."""
+    return 2 * dtype.itemsize + 1 + 1 + 1 + 4 + 4 + 1
+
+
+def chunk_rows(
+    n_targets: int,
+    bytes_per_score: int,
+    chunk_size: int = 1024,
+    max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES,
+) -> int:
+    """Query rows per chunk: at most ``chunk_size``, and few enough that ``rows x n_targets`` scores at
+    ``bytes_per_score`` each fit in ``max_chunk_bytes`` (no budget when it is None).
+
+    Never fewer than one row: a single query over the budget still runs, as the smallest possible chunk.
+    """
+    chunk_size = _check_chunk_size(chunk_size)
+    max_chunk_bytes = _check_max_chunk_bytes(max_chunk_bytes)
+    if max_chunk_bytes is None:
+        return chunk_size
+    per_row = max(1, n_targets) * max(1, bytes_per_score)
+    return max(1, min(chunk_size, max_chunk_bytes // per_row))
+
+
 def _group_starts(sorted_groups: torch.Tensor) -> torch.Tensor:
     """For a non-decreasing group-id vector, the index where each element's group begins."""
     return torch.searchsorted(sorted_groups, sorted_groups, right=False)
@@ -166,15 +214,16 @@ def _deterministic_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     """Top-k of each row, ties broken by lower column index, sorted by (score desc, index asc)."""
     kth = torch.topk(block, k, dim=1, largest=True, sorted=True).values[:, -1:]  # [c, 1]
     keep = block >= kth  # at least k per row; more only when the k-th score is tied
-    excess_rows = (keep.sum(dim=1) > k).nonzero().flatten()
+    # int32 counts: `sum` and `cumsum` cast the whole mask first, and int64 copies would be 8 bytes per score
+    excess_rows = (keep.sum(dim=1, dtype=torch.int32) > k).nonzero().flatten()
     if excess_rows.numel():
         sub = block.index_select(0, excess_rows)
         sub_kth = kth.index_select(0, excess_rows)
         greater = sub > sub_kth
         equal = sub == sub_kth
-        room = k - greater.sum(dim=1, keepdim=True)
+        room = k - greater.sum(dim=1, keepdim=True, dtype=torch.int32)
         # keep the lowest-index tied entries only
-        keep[excess_rows] = greater | (equal & (equal.cumsum(dim=1) <= room))
+        keep[excess_rows] = greater | (equal & (equal.cumsum(dim=1, dtype=torch.int32) <= room))
     # nonzero is row-major, so within a row the kept columns come out in ascending index order
     idx = keep.nonzero()[:, 1].view(block.shape[0], k)
     vals = block.gather(1, idx)
@@ -184,22 +233,27 @@ def _deterministic_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
 
 @torch.no_grad()
 def topk_chunked(
-    queries: torch.Tensor, targets: torch.Tensor, k: int, chunk_size: int = 1024
+    queries: torch.Tensor,
+    targets: torch.Tensor,
+    k: int,
+    chunk_size: int = 1024,
+    max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k targets for every query by dot product, ``chunk_size`` query rows at a time.
+    """Exact top-k targets for every query by dot product, a chunk of query rows at a time.
 
     Returns ``(scores [Q, k'], indices [Q, k'])`` with ``k' = min(k, n_targets)``, each row sorted by score
     descending; ties are broken by lower target index, so the result is deterministic. Scores are float32
-    (float64 if an input is float64); indices are int64. Memory: one ``chunk_size x n_targets`` block at a time.
+    (float64 if an input is float64); indices are int64. Memory: one chunk of at most ``chunk_size`` rows whose
+    score block and temporaries fit in ``max_chunk_bytes`` (see :func:`chunk_rows`).
     """
     queries = _check_matrix(queries, "queries")
     targets = _check_matrix(targets, "targets")
     _check_pair(queries, targets, "queries", "targets")
-    chunk_size = _check_chunk_size(chunk_size)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     k = min(k, targets.shape[0])
     dtype = _compute_dtype(queries, targets)
+    chunk_size = chunk_rows(targets.shape[0], _topk_bytes_per_score(dtype), chunk_size, max_chunk_bytes)
     targets = targets.to(dtype)
     out_scores = torch.empty((queries.shape[0], k), dtype=dtype, device=queries.device)
     out_idx = torch.empty((queries.shape[0], k), dtype=torch.long, device=queries.device)
@@ -223,15 +277,17 @@ def positive_ranks(
     pos_query: torch.Tensor,
     pos_target: torch.Tensor,
     chunk_size: int = 1024,
+    max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES,
 ) -> torch.Tensor:
     """1-based rank of every (query, positive target) pair in its query's full ranking of all targets.
 
     ``pos_query`` must be sorted (non-decreasing); each (query, target) pair must appear at most once. Ranks use the
-    module's pessimistic tie convention. Returns an int64 CPU tensor aligned with the input pairs. Memory: one
-    ``chunk_size x n_targets`` score block (plus a boolean copy of at most the same size) at a time.
+    module's pessimistic tie convention. Returns an int64 CPU tensor aligned with the input pairs. Memory: one chunk
+    of at most ``chunk_size`` rows whose score block and temporaries fit in ``max_chunk_bytes`` (see
+    :func:`chunk_rows`).
     """
-    chunk_size = _check_chunk_size(chunk_size)
     dtype = _compute_dtype(queries, targets)
+    chunk_size = chunk_rows(targets.shape[0], _rank_bytes_per_score(dtype), chunk_size, max_chunk_bytes)
     targets = targets.to(dtype)
     device = queries.device
     pos_query = pos_query.to(device=device, dtype=torch.long)
@@ -266,7 +322,8 @@ def positive_ranks(
             sel = (slot == j).nonzero().flatten()
             rows = ql[sel]  # distinct and ascending
             sub = block if rows.numel() == block.shape[0] else block.index_select(0, rows)
-            neg_ge[sel] = (sub >= sp[sel].unsqueeze(1)).sum(dim=1)
+            # int32: `sum` casts the whole mask first, and an int64 copy would be 8 bytes per score
+            neg_ge[sel] = (sub >= sp[sel].unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
             del sub
         del block
         ranks[lo:hi] = (1 + neg_ge + pos_before).cpu()
@@ -362,6 +419,7 @@ def retrieval_metrics(
     text_to_image: torch.Tensor,
     ks: tuple[int, ...] = (1, 5, 10),
     chunk_size: int = 1024,
+    max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES,
 ) -> dict:
     """Text→image and image→text retrieval metrics, both directions, computed in chunks.
 
@@ -371,7 +429,10 @@ def retrieval_metrics(
         text_to_image: ``[M]`` integer tensor, the index (``0..N-1``) of the one image each caption describes.
             Images may have several captions, or none.
         ks: cut-offs for ``R@K``, one key ``"R@{k}"`` per entry.
-        chunk_size: query rows scored at once; peak memory holds one ``chunk_size x targets`` block.
+        chunk_size: the most query rows scored at once.
+        max_chunk_bytes: memory budget of one chunk (its ``rows x targets`` score block and the temporaries derived
+            from it); fewer rows than ``chunk_size`` are scored at once where the targets are many. None: no budget.
+            The metrics are the same for any chunking.
 
     Returns:
         ``{"t2i": {...}, "i2t": {...}, "n_images": N, "n_texts": M}``. Each direction holds ``R@{k}`` for every k,
@@ -380,25 +441,26 @@ def retrieval_metrics(
 
     Raises:
         ValueError: on shape/dtype/device mismatches, empty inputs, non-finite values, out-of-range
-            ``text_to_image`` entries, or bad ``ks`` / ``chunk_size``.
+            ``text_to_image`` entries, or bad ``ks`` / ``chunk_size`` / ``max_chunk_bytes``.
     """
     image_emb = _check_matrix(image_emb, "image_emb")
     text_emb = _check_matrix(text_emb, "text_emb")
     _check_pair(text_emb, image_emb, "text_emb", "image_emb")
     ks = _check_ks(ks)
     chunk_size = _check_chunk_size(chunk_size)
+    max_chunk_bytes = _check_max_chunk_bytes(max_chunk_bytes)
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
 
     # text -> image: caption t is query t, its only positive is image text_to_image[t]
     t_query = torch.arange(n_texts, device=image_emb.device)
-    t_ranks = positive_ranks(text_emb, image_emb, t_query, t2i_index, chunk_size)
+    t_ranks = positive_ranks(text_emb, image_emb, t_query, t2i_index, chunk_size, max_chunk_bytes)
     t2i = _direction_metrics(t_ranks, t_query, n_texts, ks)
 
     # image -> text: image i is query i, its positives are all captions t with text_to_image[t] == i
     i_target = torch.argsort(t2i_index, stable=True)
     i_query = t2i_index[i_target]
-    i_ranks = positive_ranks(image_emb, text_emb, i_query, i_target, chunk_size)
+    i_ranks = positive_ranks(image_emb, text_emb, i_query, i_target, chunk_size, max_chunk_bytes)
     i2t: dict[str, float | int] = dict(_direction_metrics(i_ranks, i_query, n_images, ks))
     i2t["n_image_queries"] = int(torch.unique(i_query).numel())
 
