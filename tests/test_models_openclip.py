@@ -6,6 +6,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from zoo_helpers import CAPTIONS, pixels, register_openclip_configs
 
 from cliptune.errors import ModelLoadError
 from cliptune.models.registry import load_model
+from cliptune.models.weights import load_state_dict_file
 
 ARCHS = ["cliptune-tiny-ViT", "cliptune-tiny-RN", "cliptune-tiny-sigmoid", "zoo-timm-map", "zoo-timm-rn",
          "zoo-attnpool"]
@@ -115,3 +118,29 @@ def test_offline_tag_fails_fast_naming_the_local_file_alternative():
         load_model("openclip:NoSuchArch")
     with pytest.raises(ModelLoadError, match="not found"):
         load_model("openclip:ViT-B-32/missing.safetensors")
+
+
+_SAVE_RANDOM_BUILD = """
+import sys
+from cliptune.models.registry import load_model
+from cliptune.models.weights import save_safetensors_atomic
+save_safetensors_atomic(load_model(sys.argv[1]).clip_model.state_dict(), sys.argv[2])
+"""
+
+
+def test_random_architecture_is_the_same_model_in_every_process(tmp_path):
+    """Like tiny-clip and lite, a random openclip:<arch> is seeded (an index built with it stays searchable), and
+    building it leaves the caller's RNG where it was."""
+    spec = "openclip:cliptune-tiny-ViT"
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-c", _SAVE_RANDOM_BUILD, spec, str(tmp_path / f"{name}.safetensors")],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (load_state_dict_file(tmp_path / f"{name}.safetensors") for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    here = load_model(spec).clip_model.state_dict()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(here[k], a[k]) for k in a)

@@ -10,6 +10,10 @@ Also accepted: `openclip:/path/to/dir` (a folder with `open_clip_config.json` an
 `local-dir:` layout, which is also what `save` writes). The export is `open_clip_model.safetensors` +
 `open_clip_config.json` (+ the tokenizer files for Hugging Face tokenizers) + `cliptune.json`; open_clip loads it with
 `create_model_and_transforms(arch, pretrained=<dir>/open_clip_model.safetensors)` or `("local-dir:<dir>")`.
+
+Models are initialised from a fixed seed in a forked RNG, as `tiny-clip` and `lite` are: a random `openclip:<arch>`
+is the same model in every process (an index built with it can be searched with it later), and building any open_clip
+model leaves the caller's random state untouched.
 """
 
 from __future__ import annotations
@@ -174,9 +178,11 @@ def _tokenizer(model_name: str, model_cfg: dict):
         ) from None
 
 
-def _create(model_name: str, **kw) -> nn.Module:
+def _create(model_name: str, seed: int = 0, **kw) -> nn.Module:
+    """The open_clip model, its random initialisation drawn from `seed` so it does not depend on the caller's RNG."""
     open_clip = _open_clip()
-    with _quiet_open_clip():
+    with _quiet_open_clip(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         model, _, _ = open_clip.create_model_and_transforms(
             model_name, pretrained=None, load_weights=False, output_dict=True,
             pretrained_image=False, pretrained_text=False, **kw)
@@ -207,8 +213,9 @@ def _known_arch(arch: str) -> str:
 
 def build_from_arch(arch: str, weights: str | os.PathLike | None = None, tag_cfg: dict | None = None,
                     image_size: int | None = None, context_length: int | None = None,
-                    spec: str | None = None) -> OpenClipEncoder:
-    """An open_clip architecture, random or with weights from a local file (and a tag's preprocessing)."""
+                    spec: str | None = None, seed: int = 0) -> OpenClipEncoder:
+    """An open_clip architecture, random (the same `seed` gives the same weights) or with weights from a local file
+    (and a tag's preprocessing)."""
     arch = _known_arch(arch)
     tag_cfg = tag_cfg or {}
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
@@ -224,7 +231,7 @@ def build_from_arch(arch: str, weights: str | os.PathLike | None = None, tag_cfg
                      ("resize_mode", "image_resize_mode")):
         if key in preprocess:
             kw[arg] = preprocess[key]
-    model = _create(arch, **kw)
+    model = _create(arch, seed=seed, **kw)
     if weights is not None:
         load_weights(model, weights)
     model_cfg = _model_cfg(arch, quick_gelu, image_size, context_length)
@@ -325,7 +332,7 @@ def _local_weights_preprocess(arch: str) -> dict:
 
 @SPECS.register("openclip")
 def build_openclip(argument: str | None, image_size: int | None = None,
-                   context_length: int | None = None) -> OpenClipEncoder:
+                   context_length: int | None = None, seed: int = 0) -> OpenClipEncoder:
     """`openclip:<arch>` (random), `openclip:<arch>/<tag>`, `openclip:<arch>/<weights file>`, `openclip:<dir>`."""
     if not argument:
         raise UsageError("openclip: needs an architecture, e.g. openclip:ViT-B-32 or openclip:ViT-B-32/<weights file>")
@@ -340,7 +347,7 @@ def build_openclip(argument: str | None, image_size: int | None = None,
             raise ModelLoadError(f"{argument}: an open_clip model directory needs {CONFIG_FILE} and a weights file")
         return load_directory(Path(argument).expanduser(), spec=spec)
     arch, _, rest = argument.partition("/")
-    overrides = {"image_size": image_size, "context_length": context_length, "spec": spec}
+    overrides = {"image_size": image_size, "context_length": context_length, "spec": spec, "seed": seed}
     if not rest:
         return build_from_arch(arch, **overrides)
     arch = _known_arch(arch)
