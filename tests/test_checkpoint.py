@@ -55,6 +55,25 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     torch.testing.assert_close(fresh.state_dict()["weight"], good["weight"])
 
 
+def test_next_save_removes_link_temporaries_of_killed_writes(tmp_path):
+    """A kill between creating `.last.lnk-PID` and renaming it over `last` leaves that link behind for good unless a
+    later save removes it; the checkpoints the links point at stay."""
+    model, opt, sched = _objects()
+    ckpt.save_checkpoint(tmp_path, model, opt, sched, {"step": 1}, links=("last", "best"))
+    leftovers = {".last.lnk-4194305": "step_0000001", f".best.lnk-{os.getpid()}": "step_0000001",
+                 ".last.lnk-12": "step_0000099"}  # a dead pid, this pid (reused), a dangling one
+    for name, target in leftovers.items():
+        os.symlink(target, tmp_path / name)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ckpt.save_checkpoint(tmp_path, model, opt, sched, {"step": 2}, links=("last",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "step_0000001", "step_0000002"]
+    assert os.readlink(tmp_path / "last") == "step_0000002" and os.readlink(tmp_path / "best") == "step_0000001"
+    for link, step in (("last", 2), ("best", 1)):
+        fresh, _, _ = _objects()
+        assert ckpt.load_checkpoint(tmp_path / link, fresh, restore_rng=False)["step"] == step
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     model, _, _ = _objects()
     with pytest.raises(CliptuneError, match="no checkpoint"):

@@ -6,6 +6,8 @@ A checkpoint is a directory `checkpoints/step_NNNNNNN/` holding
   state.json          — step, epoch, best metric, early-stopping counter.
 It is written under a temporary name, fsynced, then renamed into place; `last` and `best` are symbolic links switched
 with an atomic `os.replace`, so readers always see either the old or the new checkpoint, never a half-written one.
+A kill between creating a temporary (`.step_N.tmp-PID`, `.last.lnk-PID`) and renaming it leaves it behind; the next
+save removes such leftovers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +26,10 @@ from cliptune.models.weights import load_state_dict_file, save_safetensors_atomi
 from cliptune.utils.atomic import fsync_dir
 
 
+_LINK_TEMP = re.compile(r"\.[^/]+\.lnk-\d+")
+"""A temporary link of `_point` (`.last.lnk-PID`): one left behind was never renamed into place."""
+
+
 def _write_file_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
@@ -31,13 +38,20 @@ def _write_file_synced(path: Path, data: bytes) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    # Dropout and drop-connect on a GPU draw from the CUDA generators, not the CPU one. Saved only once CUDA is in
+    # use: before that nothing has drawn from them, and the seed alone reproduces their state.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, scheduler, state: dict,
@@ -83,12 +97,16 @@ def _point(link: Path, target: str) -> None:
 
 
 def _prune(ckpt_root: Path, keep: tuple[str, ...]) -> None:
+    """Drop checkpoints no link refers to and the temporaries of writes that were killed before their rename (a save
+    has one writer: the run's main process; ours are renamed by now)."""
     referenced = {os.readlink(ckpt_root / name) for name in keep if (ckpt_root / name).is_symlink()}
     for child in ckpt_root.iterdir():
         if child.is_dir() and not child.is_symlink() and child.name.startswith("step_") and child.name not in referenced:
             shutil.rmtree(child, ignore_errors=True)
         elif child.name.startswith(".step_") and ".tmp-" in child.name:
             shutil.rmtree(child, ignore_errors=True)
+        elif child.is_symlink() and _LINK_TEMP.fullmatch(child.name):
+            child.unlink(missing_ok=True)
 
 
 def save_epoch_link(ckpt_root: Path, epoch: int, step: int) -> None:
