@@ -14,11 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-COLORS = {
-    "red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40),
-    "purple": (140, 50, 170), "orange": (250, 140, 20), "black": (15, 15, 15), "white": (245, 245, 245),
-}
-SHAPES = ("square", "circle", "triangle", "cross")
+from cliptune.data.builders.shapes import COLORS, SHAPES, draw_shape as draw_shape_on  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -28,25 +24,10 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 def draw_shape(path: Path, color: tuple[int, int, int], shape: str, size: int = 64, seed: int = 0,
                dark: bool = False) -> None:
-    from PIL import Image, ImageDraw
-
+    """A shape on a light (or dark) ground of a slightly random shade."""
     rng = random.Random(seed)
-    bg = tuple(rng.randint(0, 40) + (40 if dark else 200) for _ in range(3))
-    img = Image.new("RGB", (size, size), bg)
-    d = ImageDraw.Draw(img)
-    m = size // 6 + rng.randint(-2, 2)
-    box = (m, m, size - m, size - m)
-    if shape == "square":
-        d.rectangle(box, fill=color)
-    elif shape == "circle":
-        d.ellipse(box, fill=color)
-    elif shape == "triangle":
-        d.polygon([(size // 2, m), (size - m, size - m), (m, size - m)], fill=color)
-    else:
-        w = size // 8
-        d.rectangle((size // 2 - w, m, size // 2 + w, size - m), fill=color)
-        d.rectangle((m, size // 2 - w, size - m, size // 2 + w), fill=color)
-    img.save(path)
+    background = tuple(rng.randint(0, 40) + (40 if dark else 200) for _ in range(3))
+    draw_shape_on(path, color, shape, size=size, rng=rng, background=background)
 
 
 def make_shapes_csv(root: Path, n_per_combo: int = 2, size: int = 64) -> Path:
