@@ -78,3 +78,18 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     model, _, _ = _objects()
     with pytest.raises(CliptuneError, match="no checkpoint"):
         ckpt.load_checkpoint(tmp_path / "nope", model)
+
+
+def test_fp16_loss_scale_survives_resume(tmp_path):
+    """The GradScaler's scale and growth tracker decide which fp16 steps overflow: a resumed run gets them back."""
+    model, opt, sched = _objects()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 512.0, "_growth_tracker": 17})  # after some overflows
+    ckpt.save_checkpoint(tmp_path, model, opt, sched, {"step": 1}, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    ckpt.load_checkpoint(tmp_path / "last", _objects()[0], scaler=fresh)
+    assert fresh.get_scale() == 512.0 and fresh.state_dict()["_growth_tracker"] == 17
+    disabled = torch.amp.GradScaler("cpu", enabled=False)  # fp32/bf16 runs: nothing saved, nothing restored
+    ckpt.save_checkpoint(tmp_path, model, opt, sched, {"step": 2}, scaler=disabled)
+    ckpt.load_checkpoint(tmp_path / "last", _objects()[0], scaler=disabled)
+    assert "scaler" not in torch.load(tmp_path / "last" / "optimizer.pt", weights_only=True)

@@ -55,8 +55,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, scheduler, state: dict,
-                    links: tuple[str, ...] = ("last",), keep: tuple[str, ...] = ("last", "best")) -> Path:
-    """Write checkpoint `step_N` atomically, point `links` at it, and prune directories no link refers to."""
+                    links: tuple[str, ...] = ("last",), keep: tuple[str, ...] = ("last", "best"),
+                    scaler: torch.amp.GradScaler | None = None) -> Path:
+    """Write checkpoint `step_N` atomically, point `links` at it, and prune directories no link refers to.
+
+    An enabled fp16 `scaler` is saved too: its loss scale (and growth tracker) decide which steps overflow, so a
+    resumed run needs them to continue exactly."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{int(state['step']):07d}"
     final = ckpt_root / name
@@ -67,6 +71,8 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
             tmp.mkdir()
             save_safetensors_atomic(model.state_dict(), tmp / "model.safetensors")
             blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+            if scaler is not None and scaler.is_enabled():
+                blob["scaler"] = scaler.state_dict()
             torch.save(blob, tmp / "optimizer.pt")
             with open(tmp / "optimizer.pt", "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -124,7 +130,7 @@ def last_step(ckpt_root: Path) -> int | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
-                    restore_rng: bool = True) -> dict:
+                    restore_rng: bool = True, scaler: torch.amp.GradScaler | None = None) -> dict:
     path = path.resolve()
     if not (path / "state.json").is_file():
         raise CliptuneError(f"no checkpoint at {path} (expected state.json, model.safetensors, optimizer.pt)")
@@ -137,4 +143,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, schedule
             scheduler.load_state_dict(blob["scheduler"])
         if restore_rng:
             set_rng_state(blob["rng"])
+        if scaler is not None and scaler.is_enabled() and "scaler" in blob:
+            scaler.load_state_dict(blob["scaler"])
     return json.loads((path / "state.json").read_text())

@@ -69,6 +69,14 @@ class DistContext:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad.div_(self.world_size)
 
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """Whether `flag` (a bool scalar on the device) holds on every rank: one small all-reduce, and the one read
+        of the device a step needs."""
+        if self.enabled:
+            flag = flag.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -211,7 +211,7 @@ class Trainer:
         # ---- baseline: the model as loaded, on the test split -------------------------------------------------
         step, epoch, in_epoch, before = 0, 0, 0, None
         if resume and self.run.has_checkpoint():
-            state = ckpt.load_checkpoint(self.run.checkpoints / "last", model, optimizer, scheduler)
+            state = ckpt.load_checkpoint(self.run.checkpoints / "last", model, optimizer, scheduler, scaler=scaler)
             step, epoch, before = state["step"], state["epoch"], state.get("before")
             # optimiser steps into the epoch (checkpoints without it are from indexed runs: the step says)
             in_epoch = state["in_epoch"] if "in_epoch" in state else step - epoch * steps_per_epoch
@@ -246,7 +246,7 @@ class Trainer:
             else:
                 links = ("last", "best")
             ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
-                                 state_dict(current_step, current_epoch, current_in_epoch), links=links)
+                                 state_dict(current_step, current_epoch, current_in_epoch), links=links, scaler=scaler)
             return stopper.should_stop
 
         text_augment = TextAugment.from_cfg(cfg.augment) if cfg.augment.enabled_for("text") else None
@@ -300,7 +300,7 @@ class Trainer:
             epoch_done, steps_before = False, step
             for group, epoch_done in source.epoch(epoch, in_epoch):
                 optimizer.zero_grad(set_to_none=True)
-                finite = True
+                bad = torch.zeros((), dtype=torch.bool, device=self.device)  # read once per step, not per batch
                 for mb in group:
                     batch = {"epoch": epoch}
                     if mb.image_index is not None:
@@ -334,12 +334,14 @@ class Trainer:
                             img = dctx.gather(encode_images(local))
                             txt = dctx.gather(encode_texts(local))
                             out = objective(img, txt, model.scale(), model.logit_bias, batch=batch)
-                        loss = out["loss"] / tc.accum_steps
-                        if torch.isfinite(loss):
-                            scaler.scale(loss).backward()
+                        # a non-finite loss still runs backward (its gradients are dropped below), so every rank
+                        # makes the same collective calls and the device is not read here
+                        scaler.scale(out["loss"] / tc.accum_steps).backward()
                     n_window += mb.rows
-                    finite = finite and math.isfinite(float(out["loss"].detach()))
-                dctx.average_gradients(p for p in model.parameters() if p.requires_grad)
+                    bad |= ~torch.isfinite(out["loss"].detach()).to(bad.device)
+                finite = dctx.all_true(~bad)  # every rank steps, or every rank skips
+                if finite:
+                    dctx.average_gradients(p for p in model.parameters() if p.requires_grad)
                 if finite and tc.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
@@ -358,7 +360,7 @@ class Trainer:
                     if bad_in_row >= tc.max_bad_steps:
                         if dctx.is_main:
                             ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
-                                                 state_dict(step, epoch, in_epoch))
+                                                 state_dict(step, epoch, in_epoch), scaler=scaler)
                         history.write_csv()
                         raise CliptuneError(
                             f"the loss was NaN/inf for {bad_in_row} steps in a row (step {step + 1}); stopped. "
@@ -400,7 +402,7 @@ class Trainer:
         if step < total_steps and not stopped_early:  # stopped on purpose (stop_at_step): leave a resumable state
             if dctx.is_main:
                 ckpt.save_checkpoint(self.run.checkpoints, model, optimizer, scheduler,
-                                     state_dict(step, epoch, in_epoch))
+                                     state_dict(step, epoch, in_epoch), scaler=scaler)
                 history.write_csv()
             dctx.barrier()
             return TrainResult(self.run.path, step, before, None, stopper.best_step, False, time.time() - t_start)
