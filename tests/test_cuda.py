@@ -264,3 +264,51 @@ def test_resume_with_cuda_dropout_is_exact(tmp_path, shapes_csv, monkeypatch):
     b = load_state_dict_file(part.checkpoints / "last" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_streamed_shards_train_in_fp16_with_pinned_worker_batches(tmp_path, shapes_csv, monkeypatch):
+    """`data.streaming`: shard batches from worker processes arrive pinned, train in fp16 and evaluate on the
+    separate test shards."""
+    from cliptune.data.load import load_dataset
+    from cliptune.data.to_wds import write_shards
+
+    splits = write_shards(load_dataset(shapes_csv, split_ratios=(0.6, 0.2, 0.2)), tmp_path / "shards",
+                          shard_size=10).splits
+    pattern = {split: str(tmp_path / "shards" / info.pattern) for split, info in splits.items()}
+    rec = Recorder(monkeypatch)
+    steps = 20
+    run, result = _train(tmp_path, pattern["train"], "stream", "data.streaming=true", "data.resampled=true",
+                         "data.epoch_length=32", "data.num_workers=2", f"data.test_path={pattern['test']}",
+                         f"train.max_steps={steps}", "train.precision=fp16", "train.batch_size=8")
+    assert result.steps == steps and rec.train_dtypes == {torch.float16} and rec.train_devices == {"cuda"}
+    assert rec.scalers[0].calls["step"] == steps
+    streamed = [e for e in rec.loaders if e["pin_memory"] and e["num_workers"] == 2]
+    assert sum(len(e["pinned"]) for e in streamed) >= steps and all(p for e in streamed for p in e["pinned"])
+    losses = [h["loss"] for h in _history(run) if h["event"] == "train"]
+    assert len(losses) == steps and sum(losses[-5:]) / 5 < losses[0] - 0.1, losses
+    assert json.loads((run.path / "metrics.json").read_text())["n_images"] == len(load_dataset(pattern["test"]).records)
+
+
+def test_fp16_resume_restores_the_loss_scale(tmp_path, shapes_csv, monkeypatch):
+    """The loss scale after the first half (a huge initial scale forces overflows and backoffs) is what the resumed
+    run starts with, and the resumed run ends with the uninterrupted run's weights."""
+    class HugeInitialScale(torch.amp.GradScaler):
+        def __init__(self, device="cuda", **kwargs):
+            super().__init__(device, init_scale=2.0**40, **kwargs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", HugeInitialScale)
+    common = ["train.max_steps=12", "train.eval_every=100", "train.precision=fp16", "eval.before=false"]
+    full_run, _ = _train(tmp_path, shapes_csv, "full", *common)
+    part_cfg = _cfg(tmp_path, shapes_csv, "part", *common, "train.stop_at_step=6")
+    part = RunDir.create(part_cfg.train.output_dir, part_cfg.train.name)
+    train_run(part_cfg, part, progress=False)
+    saved = torch.load(part.checkpoints / "last" / "optimizer.pt", weights_only=True)["scaler"]
+    assert saved["scale"] < 2.0**40  # it backed off, so restoring it matters
+    train_run(load_config(part.config_file, ["train.stop_at_step=null"]), part, resume=True, progress=False)
+
+    from cliptune.models.weights import load_state_dict_file
+
+    a = load_state_dict_file(full_run.checkpoints / "last" / "model.safetensors")
+    b = load_state_dict_file(part.checkpoints / "last" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
