@@ -150,9 +150,9 @@ def test_chunked_equals_unchunked():
     assert retrieval_metrics(images, texts, t2i, chunk_size=1) == whole
 
 
-def test_score_blocks_never_exceed_chunk(monkeypatch):
-    """No N x M matrix: every score block has at most chunk_size query rows."""
-    images, texts, t2i = make_data(seed=3)
+@pytest.fixture
+def block_shapes(monkeypatch) -> list[tuple[int, int]]:
+    """(query rows, targets) of every score block computed while the test runs."""
     shapes = []
     real = retrieval._scores
 
@@ -161,6 +161,13 @@ def test_score_blocks_never_exceed_chunk(monkeypatch):
         return real(q, t)
 
     monkeypatch.setattr(retrieval, "_scores", spy)
+    return shapes
+
+
+def test_score_blocks_never_exceed_chunk(block_shapes):
+    """No N x M matrix: every score block has at most chunk_size query rows."""
+    images, texts, t2i = make_data(seed=3)
+    shapes = block_shapes
     retrieval_metrics(images, texts, t2i, chunk_size=8)
     topk_chunked(texts, images, 5, chunk_size=8)
     assert shapes and max(rows for rows, _ in shapes) <= 8
@@ -183,20 +190,14 @@ def test_chunk_rows_fit_the_memory_budget():
         retrieval.chunk_rows(10, 4, 8, 0)
 
 
-def test_memory_budget_shrinks_chunks_not_results(monkeypatch):
+def test_memory_budget_shrinks_chunks_not_results(block_shapes):
     images, texts, t2i = make_data(seed=4, captionless=3)
     unlimited = retrieval_metrics(images, texts, t2i, max_chunk_bytes=None)
     top_scores, top_idx = topk_chunked(texts, images, 5, max_chunk_bytes=None)
     per_score = retrieval._rank_bytes_per_score(torch.float32)
     budget = 5 * images.shape[0] * per_score  # five caption queries over all images
-    shapes = []
-    real = retrieval._scores
-
-    def spy(q, t):
-        shapes.append((q.shape[0], t.shape[0]))
-        return real(q, t)
-
-    monkeypatch.setattr(retrieval, "_scores", spy)
+    shapes = block_shapes
+    shapes.clear()
     assert retrieval_metrics(images, texts, t2i, max_chunk_bytes=budget) == unlimited
     t2i_rows = [rows for rows, cols in shapes if cols == images.shape[0]]
     i2t_rows = [rows for rows, cols in shapes if cols == texts.shape[0]]
