@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_inprocess import run_cli
 from cliptune.config import load_config
 from cliptune.data.load import load_dataset
 from cliptune.data.to_wds import write_shards
@@ -136,25 +136,19 @@ def test_skipped_streamed_samples_are_counted_in_metrics(tmp_path, shards):
 
 
 def test_cli_streams_with_separate_eval_data_and_exits_2_on_bad_samples(tmp_path, shards, monkeypatch, capsys):
-    import cliptune.cli
-
-    def cli(*args) -> int:
-        monkeypatch.setattr(sys, "argv", ["cliptune", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            cliptune.cli.main()
-            raise SystemExit(0)
-        return exit_info.value.code or 0
+    def cli(*args) -> tuple[int, str, str]:
+        return run_cli(monkeypatch, capsys, *args)
 
     common = ["--model", "tiny-clip", "--streaming", "--val-data", shards["val"], "--test-data", shards["test"],
               "--output-dir", tmp_path / "runs", "--set", "train.max_steps=2", "--set", "train.batch_size=8", "--set", "eval.report=false",
               "-q"]
-    assert cli("train", "--data", shards["train"], "--name", "ok", *common) == 0
+    assert cli("train", "--data", shards["train"], "--name", "ok", *common)[0] == 0
     metrics = json.loads((tmp_path / "runs" / "ok" / "metrics.json").read_text())
     assert metrics["data"] == shards["train"] and "before" in metrics
-    code = cli("train", "--data", _with_bad_sample(shards, tmp_path), "--name", "bad", *common,
-               "--set", "data.num_workers=1", "--set", "data.shuffle_buffer=0")
+    code, _, stderr = cli("train", "--data", _with_bad_sample(shards, tmp_path), "--name", "bad", *common,
+                          "--set", "data.num_workers=1", "--set", "data.shuffle_buffer=0")
     assert code == 2
-    assert "train-000000.tar, row broken" in capsys.readouterr().err
+    assert "train-000000.tar, row broken" in stderr
 
 
 @pytest.mark.parametrize("overrides, message", [

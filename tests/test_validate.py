@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cli_inprocess import run_cli
 from cliptune.data.validate import validate_dataset
-
-
-def run_cli(monkeypatch, *args) -> int:
-    import cliptune.cli
-
-    monkeypatch.setattr(sys, "argv", ["cliptune", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cliptune.cli.main()
-        raise SystemExit(0)
-    return exit_info.value.code or 0
 
 
 def image(path: Path, size=(40, 40), color=(200, 40, 40), seed: int | None = None) -> Path:
@@ -140,9 +130,9 @@ def test_validate_shards_in_place(tmp_path):
 
 def test_validate_cli_exit_codes_and_json(monkeypatch, dirty, tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert run_cli(monkeypatch, "validate", dirty, "--json", out) == 2
-    captured = capsys.readouterr()
-    assert "not usable" in captured.err and "not usable" in captured.out and "dirty.csv" in captured.out
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "validate", dirty, "--json", out)
+    assert code == 2
+    assert "not usable" in stderr and "not usable" in stdout and "dirty.csv" in stdout
     payload = json.loads(out.read_text())
     assert payload["usable"] is False
     missing = next(i for i in payload["issues"] if i["check"] == "missing_image")
@@ -151,10 +141,10 @@ def test_validate_cli_exit_codes_and_json(monkeypatch, dirty, tmp_path, capsys):
     clean = tmp_path / "clean.csv"
     image(tmp_path / "ok.png", seed=1)
     clean.write_text("image_path,text\nok.png,a fine caption\n")
-    assert run_cli(monkeypatch, "validate", clean, "--context-length", "32") == 0
-    assert "usable" in capsys.readouterr().out
-    assert run_cli(monkeypatch, "validate", tmp_path / "nope.csv") == 2
-    assert run_cli(monkeypatch, "validate", clean, "--task", "classify") == 2
+    code, stdout, _ = run_cli(monkeypatch, capsys, "validate", clean, "--context-length", "32")
+    assert code == 0 and "usable" in stdout
+    assert run_cli(monkeypatch, capsys, "validate", tmp_path / "nope.csv")[0] == 2
+    assert run_cli(monkeypatch, capsys, "validate", clean, "--task", "classify")[0] == 2
 
 
 @pytest.mark.parametrize("content,words", [
@@ -165,6 +155,7 @@ def test_validate_cli_exit_codes_and_json(monkeypatch, dirty, tmp_path, capsys):
 def test_eval_exits_2_on_bad_data_naming_the_file(monkeypatch, tmp_path, capsys, content, words):
     spec = tmp_path / "bad.csv"
     spec.write_text(content)
-    assert run_cli(monkeypatch, "eval", "--model", "tiny-clip", "--data", spec, "-q") == 2
-    err = capsys.readouterr().err.replace("\n", "")
+    code, _, stderr = run_cli(monkeypatch, capsys, "eval", "--model", "tiny-clip", "--data", spec, "-q")
+    assert code == 2
+    err = stderr.replace("\n", "")
     assert "bad.csv" in err and all(w in err for w in words), err

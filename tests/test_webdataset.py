@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_inprocess import run_cli
 from cliptune.data.formats import detect_format
 from cliptune.data.images import check_image, load_image
 from cliptune.data.load import load_dataset
@@ -22,17 +22,6 @@ from cliptune.data.streaming import Reader, WebDatasetStream
 from cliptune.data.tar_members import SHARDS, member_ref
 from cliptune.data.to_wds import write_shards
 from cliptune.errors import DataError, UsageError
-
-
-def run_cli(monkeypatch, *args) -> int:
-    """`cliptune ARGS` in this process through `main()`, so exit codes are the real ones."""
-    import cliptune.cli
-
-    monkeypatch.setattr(sys, "argv", ["cliptune", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cliptune.cli.main()
-        raise SystemExit(0)
-    return exit_info.value.code or 0
 
 
 def photo(path: Path, seed: int, size=(24, 16)) -> Path:
@@ -86,8 +75,8 @@ def pairs_csv(tmp_path):
 
 def test_csv_to_wds_round_trip(monkeypatch, tmp_path, pairs_csv, capsys):
     out = tmp_path / "shards"
-    assert run_cli(monkeypatch, "data", "to-wds", pairs_csv, "--out", out, "--shard-size", "2") == 0
-    assert "train" in capsys.readouterr().out
+    code, stdout, _ = run_cli(monkeypatch, capsys, "data", "to-wds", pairs_csv, "--out", out, "--shard-size", "2")
+    assert code == 0 and "train" in stdout
     source = load_dataset(pairs_csv)
     names = sorted(p.name for p in out.iterdir())
     assert "manifest.json" in names and not [n for n in names if n.startswith(".")]  # no temp files left
