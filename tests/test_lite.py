@@ -75,6 +75,21 @@ def test_minilm_tower_matches_sentence_transformers_pooling(lite):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("k", [0, 1, 3, 6])
+def test_text_cuts_match_the_library_forward_with_padding(lite, k):
+    """Every cut of the MiniLM trunk, padding included, equals transformers' own BertModel forward."""
+    texts = ["a", "grinning face with big eyes and a very long caption that pads the others"]
+    tokens = lite.tokenize(texts)
+    assert tokens["attention_mask"].min() == 0, "the batch must contain padding to exercise the mask"
+    bert = lite.text_tower.bert
+    with torch.inference_mode():
+        hidden = bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        expected = lite.text_tower.proj((hidden * mask).sum(1) / mask.sum(1))
+        got = lite.text_tower.suffix(lite.text_tower.prefix(tokens, k), k)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("k", [0, 1, 2, 17])
 def test_cut_points_are_exact(lite, k):
     x = _pixels(lite, [(10, 200, 30), (200, 10, 30)])

@@ -76,11 +76,17 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 def run_bert_layers(bert: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
                     stop: int) -> torch.Tensor:
-    """Run `bert.encoder.layer[start:stop]` with the padding mask transformers itself would build."""
+    """Run `bert.encoder.layer[start:stop]` with the padding mask transformers itself would build.
+
+    The mask comes from `transformers.masking_utils.create_bidirectional_mask`, the public helper BERT's own forward
+    uses, so it matches the attention implementation in the config (eager, sdpa, …). `tests/test_lite.py` compares
+    every cut against the library's full forward, so a change upstream fails there, not deep in a run.
+    """
     if start == stop:
         return hidden
-    mask, _ = bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                           embedding_output=hidden, encoder_hidden_states=None, past_key_values=None)
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
     for layer in bert.encoder.layer[start:stop]:
         hidden = layer(hidden, mask)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
