@@ -293,6 +293,30 @@ def test_collapsed_model_gets_pessimistic_worst_ranks():
     assert retrieval_metrics(images, texts, text_to_image, chunk_size=1) == got
 
 
+@pytest.mark.parametrize("dim", [8, 64, 384])
+def test_exact_ties_do_not_depend_on_the_chunking(dim):
+    """Mathematically equal scores (duplicated embeddings) computed by different BLAS kernels differ by ulps; the
+    tie tolerance makes every chunking give the same metrics, and a collapsed block the pessimistic worst."""
+    g = torch.Generator().manual_seed(dim)
+    base = F.normalize(torch.randn(5, dim, generator=g), dim=1)
+    images = base[torch.tensor([0, 1, 1, 2, 3, 3, 3, 4, 0, 2, 4, 4])]
+    text_to_image = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 2])
+    texts = images[text_to_image] * 1.0
+    reference = retrieval_metrics(images, texts, text_to_image)
+    for chunk in (1, 2, 3, 5, 7, 13):
+        assert retrieval_metrics(images, texts, text_to_image, chunk_size=chunk) == reference, chunk
+    # the duplicates of an image tie with it, so a caption's image shares rank with each copy and ranks after them
+    assert reference["t2i"]["R@1"] < 1.0
+
+
+def test_tie_tolerance_is_tiny_next_to_real_score_differences():
+    q = F.normalize(torch.randn(10, 512), dim=1)
+    from cliptune.eval.retrieval import tie_tolerance
+
+    tol32 = tie_tolerance(q, q, torch.float32)
+    assert 1e-7 < tol32 < 2e-5 and tie_tolerance(q, q, torch.float64) < 1e-13
+
+
 def test_images_without_captions_are_distractors_for_t2i_only():
     images, texts, t2i = make_data(seed=5, n_images=20, captionless=5)
     got = retrieval_metrics(images, texts, t2i)

@@ -28,8 +28,13 @@ Conventions
 * **Ranks** are 1-based positions in the full ranking of all targets (never cut off).
 * **Ties** are broken *pessimistically and deterministically*: a positive tied with a negative is ranked after the
   negative; positives tied with each other are ordered by target index. So the rank of positive ``p`` of a query is
-  ``1 + #{negatives with score >= s_p} + #{positives q with s_q > s_p, or s_q == s_p and q < p}``.
+  ``1 + #{negatives with score >= s_p - tol} + #{positives q with s_q > s_p, or s_q == s_p and q < p}``.
   A collapsed model (all embeddings equal) therefore scores the worst possible, not a lucky draw.
+  Two scores count as tied when they differ by at most ``tol = 4 * sqrt(d) * eps * max|q| * max|t|`` (``eps`` of
+  the compute dtype, norms over all queries and targets): one dot product computed by different BLAS kernels (a
+  one-row chunk and a full block) differs by a few ulps, so float equality would make ties — and metrics — depend
+  on the chunking. Among a query's positives the order only assigns its ranks to them; every metric depends on the
+  query's set of ranks, which is the same either way.
   (``topk_chunked``, used for search, instead breaks ties by lower target index, as a user would expect from a list.)
 
 Per query, with ``r_1 < r_2 < ... < r_n`` the ranks of its ``n`` positives:
@@ -68,6 +73,7 @@ __all__ = [
     "recall_at_k",
     "reciprocal_rank",
     "retrieval_metrics",
+    "tie_tolerance",
     "topk_chunked",
 ]
 
@@ -167,6 +173,14 @@ def _compute_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
 def _scores(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """One ``chunk x targets`` score block. Kept as a function so tests can check the block never exceeds a chunk."""
     return queries @ targets.T
+
+
+def tie_tolerance(queries: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> float:
+    """Largest score difference that counts as a tie: a few ulps of the largest possible |score|, grown with
+    sqrt(d) like the rounding error of a length-d dot product. One value for the whole evaluation, so every chunk
+    compares with the same tolerance."""
+    scale = float(queries.to(dtype).norm(dim=1).max()) * float(targets.to(dtype).norm(dim=1).max())
+    return 4.0 * math.sqrt(queries.shape[1]) * torch.finfo(dtype).eps * scale
 
 
 def _rank_bytes_per_score(dtype: torch.dtype) -> int:
@@ -296,6 +310,7 @@ def positive_ranks(
     ranks = torch.empty(pos_query.shape[0], dtype=torch.long)
     if n_queries == 0 or pos_query.numel() == 0:
         return ranks
+    tol = tie_tolerance(queries, targets, dtype)
     bounds = torch.searchsorted(pos_query, torch.arange(0, n_queries + chunk_size, chunk_size, device=device))
     for c, start in enumerate(range(0, n_queries, chunk_size)):
         stop = min(start + chunk_size, n_queries)
@@ -323,7 +338,7 @@ def positive_ranks(
             rows = ql[sel]  # distinct and ascending
             sub = block if rows.numel() == block.shape[0] else block.index_select(0, rows)
             # int32: `sum` casts the whole mask first, and an int64 copy would be 8 bytes per score
-            neg_ge[sel] = (sub >= sp[sel].unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
+            neg_ge[sel] = (sub >= (sp[sel] - tol).unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
             del sub
         del block
         ranks[lo:hi] = (1 + neg_ge + pos_before).cpu()
