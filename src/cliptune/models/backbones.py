@@ -74,6 +74,28 @@ class Backbone(nn.Module, ABC):
 BACKBONE_FAMILIES: Registry[type[Backbone]] = Registry("image backbone family")
 
 
+def _timm_vit_position_tokens(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Prefix tokens + positional embedding of a timm ViT, from its public attributes.
+
+    Mirrors what timm's forward does between `patch_embed` and `patch_drop`; `tests/test_models_composed.py` checks
+    the whole backbone against timm's own `forward_features` + `forward_head`, so an upstream change fails there.
+    """
+    pos_embed = m.pos_embed
+    if pos_embed is not None and getattr(m, "dynamic_img_size", False):  # (B, H, W, C): resample to this grid
+        from timm.layers import resample_abs_pos_embed
+
+        pos_embed = resample_abs_pos_embed(pos_embed, new_size=x.shape[1:3], old_size=m.patch_embed.grid_size,
+                                           num_prefix_tokens=0 if m.no_embed_class else m.num_prefix_tokens)
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    prefix = [t.expand(x.shape[0], -1, -1) for t in (m.cls_token, m.reg_token) if t is not None]
+    if pos_embed is not None and m.no_embed_class:
+        x = x + pos_embed  # deit-3 / big_vision: the position table skips the prefix tokens
+    x = torch.cat([*prefix, x], dim=1) if prefix else x
+    if pos_embed is not None and not m.no_embed_class:
+        x = x + pos_embed
+    return m.pos_drop(x)
+
+
 @BACKBONE_FAMILIES.register("timm:VisionTransformer")
 class TimmViT(Backbone):
     def stem_parts(self) -> list:
@@ -89,7 +111,7 @@ class TimmViT(Backbone):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        return m.norm_pre(m.patch_drop(_timm_vit_position_tokens(m, m.patch_embed(x))))
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)

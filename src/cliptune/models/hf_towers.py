@@ -165,9 +165,7 @@ class ClipTextTower(HFTextTower):
     def attention_mask(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None):
         from transformers.masking_utils import create_causal_mask
 
-        return create_causal_mask(
-            config=self.config, inputs_embeds=hidden, attention_mask=padding_mask, past_key_values=None
-        )
+        return create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=padding_mask, cache=None)
 
     def pool(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.to(dtype=torch.int, device=hidden.device)

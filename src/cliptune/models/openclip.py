@@ -56,7 +56,7 @@ def _open_clip():
     architecture (and `open_clip.create_model_and_transforms('cliptune-tiny-ViT', ...)` works after it)."""
     import open_clip
 
-    if str(CONFIG_DIR) not in {str(p) for p in open_clip.factory._MODEL_CONFIG_PATHS}:
+    if not {p.stem for p in CONFIG_DIR.glob("*.json")} <= set(open_clip.list_models()):
         open_clip.add_model_config(CONFIG_DIR)
     return open_clip
 

@@ -38,6 +38,37 @@ def _run_resblocks(transformer: nn.Module, x: torch.Tensor, blocks, attn_mask=No
 
 
 # ---- vision ---------------------------------------------------------------------------------------------------------
+# open_clip's VisionTransformer does these two steps in private methods; they are written here from its public
+# attributes. tests/test_models_openclip.py compares every cut with open_clip's own `encode_image`, so an upstream
+# change fails there as an assertion.
+def _vit_tokens(v: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Patch embedding, class token, positional embedding, patch dropout, ln_pre: the input of the first block."""
+    x = v.conv1(pixels)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+    return v.ln_pre(v.patch_dropout(x))
+
+
+def _vit_global_pool(v: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if v.pool_type == "avg":
+        return x[:, 1:].mean(dim=1)
+    return x[:, 0] if v.pool_type == "tok" else x
+
+
+def _vit_pool(v: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The tower's pooled vector (before `proj`), for every pooling open_clip's VisionTransformer is built with."""
+    if v.attn_pool is not None:
+        if v.attn_pool_contrastive is not None:
+            x = v.ln_post(x)
+            tokens = v.attn_pool(x)
+            return v.attn_pool_contrastive(x if v.attn_pool_type == "parallel" else tokens)
+        return _vit_global_pool(v, v.ln_post(v.attn_pool(x)))
+    if v.final_ln_after_pool:
+        return v.ln_post(_vit_global_pool(v, x))
+    return _vit_global_pool(v, v.ln_post(x))
+
+
 @VISION_TOWERS.register("VisionTransformer")
 class VisionTransformerTower(Tower):
     """conv1 + class/positional embedding + ln_pre | resblocks | pooling (+ attention pooler) + ln_post + proj."""
@@ -59,14 +90,14 @@ class VisionTransformerTower(Tower):
 
     def prefix(self, inputs: Features, k: int) -> Features:
         v = self.visual
-        x = v._embeds(inputs["pixel_values"])
+        x = _vit_tokens(v, inputs["pixel_values"])
         x = _run_resblocks(v.transformer, x, v.transformer.resblocks[: cut_index(k, self.n_blocks)])
         return {"hidden": x}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
         v = self.visual
         x = _run_resblocks(v.transformer, features["hidden"], v.transformer.resblocks[cut_index(k, self.n_blocks):])
-        pooled, _ = v._pool(x)
+        pooled = _vit_pool(v, x)
         return pooled @ v.proj if v.proj is not None else pooled
 
 

@@ -91,7 +91,9 @@ def match_training_step(model, head: MatchHead, batch: dict, objective=None) -> 
 @contextlib.contextmanager
 def detached_match_head(model):
     """Temporarily take `model.match_head` off the model (e.g. around `model.save`), putting it back afterwards."""
-    head = model._modules.pop("match_head", None)
+    head = getattr(model, "match_head", None)
+    if head is not None:
+        delattr(model, "match_head")  # nn.Module's public way to drop a submodule
     try:
         yield head
     finally:
