@@ -5,21 +5,43 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cliptune-installed
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+TOOLS := .venv-tools
+LATEST := .venv-latest
 APT_DEMO := fonts-noto-color-emoji
 APT_TEST := $(APT_DEMO) chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-all venv apt-demo apt-test clean
+.PHONY: demo demo-quick test test-all test-latest lock venv apt-demo apt-test clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exact versions from the committed lock (pip and setuptools included), then the package itself without resolving
+# anything; `pip check` fails the set-up if the lock no longer satisfies pyproject.toml.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q "$$(grep -E '^pip==' $(LOCK))"
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $(STAMP)
+
+# Re-resolves the lock to the newest versions the ranges in pyproject.toml allow (then run `make test`).
+lock:
+	@test -x $(TOOLS)/bin/uv || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q uv==$(UV_VERSION); }
+	$(TOOLS)/bin/uv pip compile pyproject.toml requirements/build.in --extra test --python-version 3.11 \
+	  --upgrade --output-file $(LOCK)
+
+# Drift check, not CI: a separate venv with the newest versions the ranges allow, running the fast tests.
+test-latest: apt-test
+	@test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip setuptools
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
+	@echo "resolved versions: $(LATEST)/resolved.txt (diff against $(LOCK) to see what moved)"
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Installs the Debian packages in APT (skipped when all are present).
 define apt_install
@@ -50,4 +72,4 @@ test-all: venv apt-test
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TOOLS) $(LATEST) build *.egg-info
