@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -69,7 +70,10 @@ __all__ = [
     "mean_recall",
     "median_rank",
     "ndcg_at_k",
+    "QueryRanks",
+    "per_query_average_precision",
     "positive_ranks",
+    "query_ranks",
     "recall_at_k",
     "reciprocal_rank",
     "retrieval_metrics",
@@ -386,14 +390,19 @@ def mean_rank(first_ranks: torch.Tensor) -> float:
     return float(first_ranks.double().mean())
 
 
-def average_precision(ranks: torch.Tensor, pos_query: torch.Tensor, n_queries: int) -> float:
-    """mAP over the full ranking: mean over queries with positives of ``(1/n) * sum_i i / r_i``."""
+def per_query_average_precision(ranks: torch.Tensor, pos_query: torch.Tensor, n_queries: int) -> torch.Tensor:
+    """AP of every query, ``(1/n) * sum_i i / r_i`` over its positives (float64 [n_queries]; NaN without one)."""
     r, q = _sorted_by_query_then_rank(ranks, pos_query)
     i = torch.arange(1, r.numel() + 1) - _group_starts(q)  # 1-based position among the query's positives
     n_pos = torch.bincount(q, minlength=n_queries).double()
     ap = torch.zeros(n_queries, dtype=torch.float64).index_add_(0, q, i.double() / r.double())
-    has = n_pos > 0
-    return float((ap[has] / n_pos[has]).mean())
+    return ap / n_pos  # 0/0 = NaN for queries without positives
+
+
+def average_precision(ranks: torch.Tensor, pos_query: torch.Tensor, n_queries: int) -> float:
+    """mAP over the full ranking: mean over queries with positives of ``(1/n) * sum_i i / r_i``."""
+    ap = per_query_average_precision(ranks, pos_query, n_queries)
+    return float(ap[~ap.isnan()].mean())
 
 
 def ndcg_at_k(ranks: torch.Tensor, pos_query: torch.Tensor, n_queries: int, k: int = NDCG_K) -> float:
@@ -425,6 +434,51 @@ def _direction_metrics(
 # --------------------------------------------------------------------------------------------------------------------
 # public entry points
 # --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryRanks:
+    """Per-query results of one direction, for queries with at least one positive, in query order: the rank of the
+    first positive and the query's AP. Every reported metric except NDCG is a mean of a function of these, which
+    is what a bootstrap over queries resamples (`cliptune.eval.bootstrap`)."""
+
+    query: torch.Tensor  # int64 query index
+    first_rank: torch.Tensor  # int64, 1-based
+    ap: torch.Tensor  # float64
+
+
+def _query_ranks(ranks: torch.Tensor, pos_query: torch.Tensor, n_queries: int) -> QueryRanks:
+    pos_query = pos_query.cpu()
+    first = first_positive_ranks(ranks, pos_query, n_queries)
+    has = first > 0
+    ap = per_query_average_precision(ranks, pos_query, n_queries)
+    return QueryRanks(query=has.nonzero().flatten(), first_rank=first[has], ap=ap[has])
+
+
+def _both_directions_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, t2i_index: torch.Tensor,
+                           chunk_size: int, max_chunk_bytes: int | None):
+    """(ranks, query of each positive, number of queries) for t2i and for i2t."""
+    n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
+    # text -> image: caption t is query t, its only positive is image text_to_image[t]
+    t_query = torch.arange(n_texts, device=image_emb.device)
+    t_ranks = positive_ranks(text_emb, image_emb, t_query, t2i_index, chunk_size, max_chunk_bytes)
+    # image -> text: image i is query i, its positives are all captions t with text_to_image[t] == i
+    i_target = torch.argsort(t2i_index, stable=True)
+    i_query = t2i_index[i_target]
+    i_ranks = positive_ranks(image_emb, text_emb, i_query, i_target, chunk_size, max_chunk_bytes)
+    return {"t2i": (t_ranks, t_query, n_texts), "i2t": (i_ranks, i_query, n_images)}
+
+
+@torch.no_grad()
+def query_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                chunk_size: int = 1024, max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES) -> dict[str, QueryRanks]:
+    """`QueryRanks` for ``"t2i"`` and ``"i2t"``, under the same conventions and checks as `retrieval_metrics`."""
+    image_emb, text_emb = _check_matrix(image_emb, "image_emb"), _check_matrix(text_emb, "text_emb")
+    _check_pair(text_emb, image_emb, "text_emb", "image_emb")
+    t2i_index = _check_text_to_image(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
+    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, _check_chunk_size(chunk_size),
+                                        _check_max_chunk_bytes(max_chunk_bytes))
+    return {name: _query_ranks(*parts) for name, parts in directions.items()}
 
 
 @torch.no_grad()
@@ -467,15 +521,9 @@ def retrieval_metrics(
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
 
-    # text -> image: caption t is query t, its only positive is image text_to_image[t]
-    t_query = torch.arange(n_texts, device=image_emb.device)
-    t_ranks = positive_ranks(text_emb, image_emb, t_query, t2i_index, chunk_size, max_chunk_bytes)
-    t2i = _direction_metrics(t_ranks, t_query, n_texts, ks)
-
-    # image -> text: image i is query i, its positives are all captions t with text_to_image[t] == i
-    i_target = torch.argsort(t2i_index, stable=True)
-    i_query = t2i_index[i_target]
-    i_ranks = positive_ranks(image_emb, text_emb, i_query, i_target, chunk_size, max_chunk_bytes)
+    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, chunk_size, max_chunk_bytes)
+    t2i = _direction_metrics(*directions["t2i"], ks)
+    i_ranks, i_query, _ = directions["i2t"]
     i2t: dict[str, float | int] = dict(_direction_metrics(i_ranks, i_query, n_images, ks))
     i2t["n_image_queries"] = int(torch.unique(i_query).numel())
 
