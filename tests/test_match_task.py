@@ -207,12 +207,15 @@ def test_match_command_end_to_end(tiny, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     rows = list(csv.reader(open(preds)))
-    assert rows[0] == ["image_path", "text", "similarity_score", "threshold", "is_match", "prediction"]
+    assert rows[0] == ["image_path", "text", "similarity_score", "threshold", "is_match", "prediction", "confidence",
+                       "label", "correct"]
     assert len(rows) == 13 and rows[1][:2] == ["red_square.png", "a red square"]
     for row in rows[1:]:
         score, threshold = float(row[2]), float(row[3])
         assert threshold == 0.05 and row[4] == str(int(score >= threshold))
         assert row[5] == ("MATCH" if score >= threshold else "MISMATCH")
+        assert row[6] == ""  # no calibration saved with this head
+        assert row[8] == str(int(row[7] == row[4]))
     assert "12 pairs" in err and "F1" in err and "embedding images" in err  # summary, metrics, progress bar
 
     # one pair, threshold overridden

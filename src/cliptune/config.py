@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cliptune.errors import UsageError
+from cliptune.train.task_defaults import apply_task_defaults
 
 
 class _Section(BaseModel):
@@ -248,6 +249,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _deep_update(tree, read_config_file(path))
     for assignment in overrides or []:
         _apply_override(tree, assignment)
+    apply_task_defaults(tree)  # train.task=match picks its loss and early-stop metric; contradictions refused
     try:
         return Config.model_validate(tree)
     except ValidationError as err:

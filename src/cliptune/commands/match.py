@@ -13,7 +13,17 @@ import typer
 
 from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 
-OUTPUT_COLUMNS = ("image_path", "text", "similarity_score", "threshold", "is_match", "prediction")
+OUTPUT_COLUMNS = ("image_path", "text", "similarity_score", "threshold", "is_match", "prediction", "confidence")
+LABEL_COLUMNS = ("label", "correct")  # added when the input CSV has a label column
+
+
+def _confidence(platt, score: float, is_match: int) -> str:
+    """The calibrated probability that the prediction is right (Platt scaling fitted on validation pairs in
+    training, `match.json`); empty when the model has no calibration."""
+    if platt is None:
+        return ""
+    p_match = float(platt.probability([score])[0])
+    return f"{p_match if is_match else 1.0 - p_match:.4f}"
 
 
 def _verdict(score: float, threshold: float) -> tuple[int, str]:
@@ -29,9 +39,10 @@ def _shown_path(image: str, root: Path) -> str:
     return image
 
 
-def _write_csv(rows: list[dict], output: Optional[Path]) -> None:
+def _write_csv(rows: list[dict], output: Optional[Path], labelled: bool) -> None:
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(OUTPUT_COLUMNS), lineterminator="\n")
+    columns = list(OUTPUT_COLUMNS) + (list(LABEL_COLUMNS) if labelled else [])
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     if output is None:
@@ -67,19 +78,20 @@ def match_cmd(
     if csv_path is None and (output is not None or image_root is not None):
         raise UsageError("--output and --image-root apply to --csv")
 
-    from cliptune.inference.match import load_matcher
+    from cliptune.inference.match import load_calibration, load_matcher
 
     encoder, head = load_matcher(model, threshold)
+    platt = load_calibration(model)
     if head.threshold is None:
         raise UsageError(f"{model}: no tuned threshold (no match.json there; train it with task: match) — "
                          f"pass --threshold")
     if csv_path is None:
-        _one_pair(encoder, head, image, text)
+        _one_pair(encoder, head, platt, image, text)
     else:
-        _csv(encoder, head, csv_path, image_root, output, on_bad_sample, batch_size, progress_enabled(quiet))
+        _csv(encoder, head, platt, csv_path, image_root, output, on_bad_sample, batch_size, progress_enabled(quiet))
 
 
-def _one_pair(encoder, head, image: Path, text: str) -> None:
+def _one_pair(encoder, head, platt, image: Path, text: str) -> None:
     from cliptune.data.images import load_image
     from cliptune.data.records import Record
     from cliptune.errors import UsageError
@@ -90,13 +102,14 @@ def _one_pair(encoder, head, image: Path, text: str) -> None:
     path = os.path.abspath(os.path.expanduser(str(image)))
     load_image(path)  # a missing or broken image is a DataError naming the file
     score = float(score_pairs(encoder, head, [Record(image=path, captions=[text.strip()])], progress=False)[0])
-    _, verdict = _verdict(score, head.threshold)
+    is_match, verdict = _verdict(score, head.threshold)
     for key, value in (("image", str(image)), ("text", text), ("similarity_score", f"{score:.4f}"),
-                       ("threshold", f"{head.threshold:.4f}"), ("prediction", verdict)):
+                       ("threshold", f"{head.threshold:.4f}"), ("prediction", verdict),
+                       ("confidence", _confidence(platt, score, is_match) or "n/a (no calibration)")):
         out.print(f"{key + ':':<18}{value}", markup=False, highlight=False)
 
 
-def _csv(encoder, head, csv_path: Path, image_root: Optional[Path], output: Optional[Path], on_bad_sample: str,
+def _csv(encoder, head, platt, csv_path: Path, image_root: Optional[Path], output: Optional[Path], on_bad_sample: str,
          batch_size: int, progress: bool) -> None:
     from cliptune.data.load import load_dataset
     from cliptune.eval.matching import match_metrics
@@ -110,12 +123,15 @@ def _csv(encoder, head, csv_path: Path, image_root: Optional[Path], output: Opti
     scores = score_pairs(encoder, head, records, batch_size=batch_size, progress=progress).tolist()
     root = image_root if image_root is not None else csv_path.parent
     rows = []
-    for rec, score in zip(records, scores):
+    for i, (rec, score) in enumerate(zip(records, scores)):
         is_match, verdict = _verdict(score, head.threshold)
-        rows.append({"image_path": _shown_path(rec.image, root), "text": rec.captions[0],
-                     "similarity_score": f"{score:.6f}", "threshold": f"{head.threshold:.6f}",
-                     "is_match": is_match, "prediction": verdict})
-    _write_csv(rows, output)
+        row = {"image_path": _shown_path(rec.image, root), "text": rec.captions[0],
+               "similarity_score": f"{score:.6f}", "threshold": f"{head.threshold:.6f}",
+               "is_match": is_match, "prediction": verdict, "confidence": _confidence(platt, score, is_match)}
+        if labels is not None:
+            row.update(label=labels[i], correct=int(labels[i] == is_match))
+        rows.append(row)
+    _write_csv(rows, output, labelled=labels is not None)
     n_match = sum(r["is_match"] for r in rows)
     summary = f"{len(rows)} pairs: {n_match} MATCH, {len(rows) - n_match} MISMATCH (threshold {head.threshold:.4f})"
     if data.skipped:

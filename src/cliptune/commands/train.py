@@ -31,7 +31,7 @@ def train(
     quiet_libraries()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the run
         console.quiet = out.quiet = quiet = True
-    from cliptune.report.table import comparison_table
+    from cliptune.report.table import results_table
     from cliptune.train.run import resolve_run, train_run
 
     overrides = list(set_)
@@ -46,5 +46,5 @@ def train(
     console.print(f"run directory: [bold]{run.path}[/]")
     result = train_run(cfg, run, resume=resume is not None, progress=progress_enabled(quiet), console=console)
     if result.after is not None:
-        out.print(comparison_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))
+        out.print(results_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))
     console.print(f"{result.steps} steps in {result.wall_s:.1f} s; run directory: [bold]{run.path}[/]")

@@ -92,3 +92,18 @@ def load_matcher(spec: str | os.PathLike, threshold: float | None = None) -> tup
         head.threshold = float(threshold)
     head = head.to(next(model.parameters()).device)
     return model.eval(), head.eval()
+
+
+def load_calibration(spec: str | os.PathLike):
+    """The Platt calibration saved with the match head (`match.json` "calibration"), or None."""
+    import json
+
+    from cliptune.eval.calibration import Platt
+    from cliptune.models.match_head import MATCH_FILE, match_dir
+
+    if not Path(os.fspath(spec)).expanduser().is_dir():
+        return None
+    folder = match_dir(spec)
+    if folder is None:
+        return None
+    return Platt.from_dict(json.loads((folder / MATCH_FILE).read_text()).get("calibration"))

@@ -22,6 +22,7 @@ import torch
 
 from cliptune.data.records import Record
 from cliptune.errors import DataError
+from cliptune.eval.calibration import fit_platt
 from cliptune.eval.matching import match_metrics, tune_threshold
 from cliptune.models.match_head import MatchHead, save_match_head
 
@@ -121,5 +122,52 @@ def finish_match(model, head: MatchHead, tune_records: list[Record], test_record
         test_labels = check_match_labels(test_records)
         test_scores = score_pairs(model, head, test_records, batch_size, num_workers, progress).numpy()
         test = match_metrics(test_scores, test_labels, head.threshold)
-    save_match_head(head, model_dir, extra={"threshold_metric": metric, "val": _summary(val), "test": _summary(test)})
-    return {"threshold": head.threshold, "metric": metric, "val": val, "test": test}
+    warning = chance_warning(val, head.kind)
+    platt = fit_platt(scores, labels)
+    save_match_head(head, model_dir, extra={"threshold_metric": metric, "val": _summary(val), "test": _summary(test),
+                                            "warning": warning,
+                                            "calibration": None if platt is None else platt.to_dict()})
+    return {"threshold": head.threshold, "metric": metric, "val": val, "test": test, "warning": warning}
+
+
+def at_chance(metrics: dict) -> bool:
+    """Whether ROC AUC is within two standard errors of 0.5 under the no-skill hypothesis (the Mann–Whitney null
+    variance (n₁+n₀+1) / (12·n₁·n₀)), or cannot be computed (one class only)."""
+    auc, n_pos = metrics.get("roc_auc"), metrics.get("n_matches", 0)
+    n_neg = metrics.get("n_pairs", 0) - n_pos
+    if auc is None or n_pos == 0 or n_neg == 0:
+        return True
+    return auc - 0.5 < 2 * ((n_pos + n_neg + 1) / (12 * n_pos * n_neg)) ** 0.5
+
+
+def chance_warning(val: dict, head_kind: str) -> str | None:
+    """Advice when the head separates matches from mismatches no better than chance on validation."""
+    if not at_chance(val):
+        return None
+    auc = "n/a" if val.get("roc_auc") is None else f"{val['roc_auc']:.3f}"
+    advice = ["train longer (train.epochs or train.max_steps)", "raise train.head_lr",
+              "check that the labels are right (1 = the text fits the image)"]
+    if head_kind != "score":
+        advice.insert(0, "use loss.params.head=score (it starts from the model's own similarity, while a "
+                         "classifier head starts from scratch)")
+    return (f"the match head is at chance on validation (ROC AUC {auc} on {val.get('n_pairs', 0)} pairs): "
+            + "; ".join(advice))
+
+
+def match_run_record(model_dir: str | Path, after: dict, before: dict | None, **provenance) -> dict:
+    """metrics.json of a match run: the tuned threshold and the metric it was tuned for, validation metrics (from
+    the saved `match.json`) and test metrics (`after`, `before`) with P/R/F1/ROC AUC/confusion matrix."""
+    import json
+
+    from cliptune.models.match_head import MATCH_FILE, match_dir
+
+    folder = match_dir(model_dir)
+    meta = json.loads((folder / MATCH_FILE).read_text()) if folder is not None else {}
+    payload = {"match": after["match"], "threshold": meta.get("threshold"),
+               "threshold_metric": meta.get("threshold_metric"), "val": {"match": meta.get("val")},
+               "test": {"match": after["match"]}, **provenance}
+    if meta.get("warning"):
+        payload["warnings"] = [meta["warning"]]
+    if before is not None:
+        payload["before"] = {"match": before["match"]}
+    return payload

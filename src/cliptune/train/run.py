@@ -88,10 +88,12 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
         skipped = len(data.skipped) + result.extra.get("skipped_samples", 0)  # streamed ones are counted as read
         common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=skipped)
         if cfg.train.task == "match":
-            payload = {"match": result.after["match"], "model": common["model"], "data": common["data"],
-                       "split": common["split"], "skipped_samples": common["skipped"]}
-            if result.before is not None:
-                payload["before"] = {"match": result.before["match"]}
+            from cliptune.train.match import match_run_record
+
+            payload = match_run_record(run.model_dir, result.after, result.before, model=common["model"],
+                                       data=common["data"], split=common["split"], skipped_samples=common["skipped"])
+            for warning in payload.get("warnings", []):
+                _say(console, f"[yellow]warning:[/] {warning}")
         else:
             payload = metrics_record(result.after, **common)
             payload["after"] = metrics_record(result.after, **common)
