@@ -194,6 +194,22 @@ class Index:
             self._vectors, self.items = vectors, items
         return len(records)
 
+    def refresh(self) -> bool:
+        """Pick up images another process (`cliptune index --add`) added since this index was opened; True when it
+        did. Cheap when nothing changed: one small file read."""
+        try:
+            current = _read_manifest(self.directory)
+        except (UsageError, CliptuneError):
+            return False  # mid-rewrite or gone: keep serving the version we have
+        if current.get("generation") == self.manifest.get("generation"):
+            return False
+        fresh = open_index(self.directory)
+        with self._lock:
+            if not fresh.fingerprint.matches(self._fingerprint):  # rebuilt with another model: check it again
+                self._fingerprint, self._checked_models = fresh.fingerprint, weakref.WeakSet()
+            self.manifest, self._vectors, self.items = fresh.manifest, fresh._vectors, fresh.items
+        return True
+
     def _reload_if_changed(self) -> None:
         """Another process may have added images since this index was opened: extend that version, not ours."""
         current = _read_manifest(self.directory)

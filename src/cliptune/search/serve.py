@@ -8,9 +8,9 @@ with uvicorn.
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -19,13 +19,14 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, ImageOps
 from pydantic import BaseModel, Field, StringConstraints
 
 from cliptune import __version__
-from cliptune.data.images import MAX_PIXELS, to_rgb
 from cliptune.errors import CliptuneError, UsageError
-from cliptune.search.limits import BodyLimit
+from cliptune.search.decode import decode_upload, default_pixel_limit
+from cliptune.search.docs import mount_offline_docs
+from cliptune.search.head import HeadAsGet
+from cliptune.search.limits import BodyLimit, ServerLimits, WorkSlots
 from cliptune.search.queries import embed_pil, embed_texts, logit_scale
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+INDEX_CHECK_INTERVAL_S = 1.0  # how often a request may look for images added to the index by another process
 MAX_K = 100
 MAX_TEXTS = 256
 MAX_LABELS = 1000
@@ -110,32 +112,23 @@ class Health(BaseModel):
     match_head: str
     threshold: Optional[float]
     max_upload_bytes: int
+    pixel_limit: int = Field(description="Largest picture accepted, in pixels (width × height).")
 
 
 # ---- input checks ---------------------------------------------------------------------------------------------------
-def _upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not cost a readable picture
-        return image.copy()
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="What was wrong with the request, or why the server cannot answer it now.")
 
 
-def decode_upload(upload: UploadFile) -> Image.Image:
-    """An upright RGB picture from an uploaded file, or a 400 saying why not."""
-    data = upload.file.read()
-    if not data:
-        raise HTTPException(400, "empty upload: send an image file (JPEG, PNG, WebP, ...)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise HTTPException(400, f"image is {width}x{height}, over the {MAX_PIXELS:,}-pixel limit")
-            image.load()
-            return to_rgb(_upright(image))
-    except HTTPException:
-        raise
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files; all mean "not an image"
-        raise HTTPException(400, f"upload is not an image this server can read ({type(err).__name__})") from None
+ERROR_TEXT = {400: "Bad input (empty query, unreadable image, image over the pixel limit, bad labels).",
+              404: "No index on this server, or no such item.",
+              413: "Request body over the upload limit.",
+              503: "Server busy: no free slot for decoding and the model in time; retry later."}
+
+
+def errors(*codes: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses an endpoint answers (each with a JSON `detail`)."""
+    return {code: {"model": ErrorDetail, "description": ERROR_TEXT[code]} for code in codes}
 
 
 def parse_form_labels(labels: list[str]) -> list[str]:
@@ -171,10 +164,11 @@ def _match_head(spec: str) -> "MatchHead":
 
 
 def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec: str | None = None,
-               max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6), threshold: float | None = None,
-               match_head: "MatchHead | None" = None) -> FastAPI:
+               max_upload_bytes: int | None = None, threshold: float | None = None,
+               match_head: "MatchHead | None" = None, limits: ServerLimits | None = None) -> FastAPI:
     """The app serving `model` (and `index`, which must have been built with it). `/match` uses `match_head`,
-    by default the one saved with the model; `threshold` overrides its threshold."""
+    by default the one saved with the model; `threshold` overrides its threshold. `max_upload_bytes`, when given,
+    overrides `limits.max_upload_bytes`."""
     spec = model_spec or str(getattr(model, "spec", "") or "model")
     if index is not None:
         index.check_model(model)
@@ -182,10 +176,22 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
     if threshold is not None:
         head.threshold = float(threshold)
     dim = int(model.embed_dim)
+    limits = limits or ServerLimits()
+    max_upload_bytes = int(max_upload_bytes if max_upload_bytes is not None else limits.max_upload_bytes)
+    image_size = int(getattr(model, "image_size", 224))
+    pixel_limit = int(limits.pixel_limit or default_pixel_limit(image_size))
+    slots = WorkSlots(limits.max_concurrent, limits.busy_timeout_s)
+    last_index_check = [0.0]
 
-    app = FastAPI(title="cliptune", version=__version__,
-                  description="Embed, search, match and classify images and texts with a CLIP-style model.")
+    app = FastAPI(title="cliptune", version=__version__, docs_url=None, redoc_url=None,
+                  description="Embed, search, match and classify images and texts with a CLIP-style model. "
+                              f"Uploads: at most {max_upload_bytes / 1e6:g} MB and {pixel_limit:,} pixels.")
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(HeadAsGet)
+    mount_offline_docs(app)
+
+    def picture(file: UploadFile):
+        return decode_upload(file, pixel_limit, image_size)
 
     @app.exception_handler(UsageError)
     async def usage_error(request: Request, err: UsageError) -> JSONResponse:
@@ -198,6 +204,10 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
     def need_index() -> "Index":
         if index is None:
             raise HTTPException(404, "this server has no index: start it with `cliptune serve --index DIR`")
+        now = time.monotonic()
+        if now - last_index_check[0] >= INDEX_CHECK_INTERVAL_S:  # images added by `cliptune index --add`
+            last_index_check[0] = now
+            index.refresh()
         return index
 
     @app.get("/health", response_model=Health, tags=["service"])
@@ -205,35 +215,40 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
         return Health(status="ok", version=__version__, model=spec, embed_dim=dim,
                       index=None if index is None else index.summary(), match_head=head.kind,
                       threshold=head.threshold,
-                      max_upload_bytes=max_upload_bytes)
+                      max_upload_bytes=max_upload_bytes, pixel_limit=pixel_limit)
 
-    @app.post("/embed/text", response_model=Embeddings, tags=["embed"])
+    @app.post("/embed/text", response_model=Embeddings, tags=["embed"], responses=errors(400, 413, 503))
     def embed_text(body: EmbedTextRequest) -> Embeddings:
-        vectors = embed_texts(model, body.texts)
+        with slots.hold():
+            vectors = embed_texts(model, body.texts)
         return Embeddings(model=spec, dim=vectors.shape[1], embeddings=vectors.tolist())
 
-    @app.post("/embed/image", response_model=Embedding, tags=["embed"])
+    @app.post("/embed/image", response_model=Embedding, tags=["embed"], responses=errors(400, 413, 503))
     def embed_image(file: UploadFile = File(..., description="An image file.")) -> Embedding:
-        vector = embed_pil(model, [decode_upload(file)])[0]
+        with slots.hold():
+            vector = embed_pil(model, [picture(file)])[0]
         return Embedding(model=spec, dim=vector.shape[0], embedding=vector.tolist())
 
-    @app.get("/search", response_model=SearchResult, tags=["search"])
+    @app.get("/search", response_model=SearchResult, tags=["search"], responses=errors(400, 404, 413, 503))
     def search(q: str = Query(..., max_length=MAX_TEXT_CHARS, description="What to look for, in words."),
                k: int = Query(10, ge=1, le=MAX_K, description="How many results.")) -> SearchResult:
         found = need_index()
         if not q.strip():
             raise HTTPException(400, "empty query: type some words")
-        return SearchResult(query=q, k=k, count=len(found), hits=_hits(found.search_text(model, q, k)))
+        with slots.hold():
+            hits = _hits(found.search_text(model, q, k))
+        return SearchResult(query=q, k=k, count=len(found), hits=hits)
 
-    @app.post("/search/image", response_model=SearchResult, tags=["search"])
+    @app.post("/search/image", response_model=SearchResult, tags=["search"], responses=errors(400, 404, 413, 503))
     def search_image(file: UploadFile = File(..., description="A query image."),
                      k: int = Form(10, ge=1, le=MAX_K)) -> SearchResult:
         found = need_index()
-        image = decode_upload(file)
-        return SearchResult(query=None, k=k, count=len(found), hits=_hits(found.search_image(model, image, k)))
+        with slots.hold():
+            hits = _hits(found.search_image(model, picture(file), k))
+        return SearchResult(query=None, k=k, count=len(found), hits=hits)
 
     @app.get("/image/{item_id}", tags=["search"], response_class=Response,
-             responses={200: {"content": {"image/*": {}}}, 404: {"description": "No such item or file gone."}})
+             responses={200: {"content": {"image/*": {}}}, **errors(404, 413, 503)})
     def image(item_id: int = PathParam(..., ge=0, description="Item id from a search hit."),
               size: Optional[int] = Query(None, ge=THUMB_SIZES[0], le=THUMB_SIZES[1],
                                           description="Return a JPEG thumbnail at most this many pixels wide.")):
@@ -248,22 +263,23 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
             return FileResponse(item.path)
         from cliptune.search.thumbs import encode, thumbnail
 
-        return Response(encode(thumbnail(item.path, size)), media_type="image/jpeg",
+        with slots.hold():
+            data = encode(thumbnail(item.path, size))
+        return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=3600"})
 
-    @app.post("/match", response_model=MatchResult, tags=["match"])
+    @app.post("/match", response_model=MatchResult, tags=["match"], responses=errors(400, 413, 503))
     def match(file: UploadFile = File(..., description="An image file."),
               text: str = Form(..., max_length=MAX_TEXT_CHARS, description="A caption to check against it.")
               ) -> MatchResult:
         if not text.strip():
             raise HTTPException(400, "empty text: give the caption to check")
-        picture = decode_upload(file)
-        with torch.inference_mode():
-            score = float(head.score(embed_pil(model, [picture]), embed_texts(model, [text.strip()]))[0])
+        with slots.hold(), torch.inference_mode():
+            score = float(head.score(embed_pil(model, [picture(file)]), embed_texts(model, [text.strip()]))[0])
         return MatchResult(text=text, score=score, head=head.kind, threshold=head.threshold,
                            match=None if head.threshold is None else score >= head.threshold)
 
-    @app.post("/classify", response_model=Classification, tags=["classify"])
+    @app.post("/classify", response_model=Classification, tags=["classify"], responses=errors(400, 413, 503))
     def classify(file: UploadFile = File(..., description="An image file."),
                  labels: list[str] = Form(..., description="Candidate labels (repeat the field, or one JSON array)."),
                  template: str = Form(PROMPT, max_length=MAX_TEXT_CHARS,
@@ -271,8 +287,9 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
         names = parse_form_labels(labels)
         if "{label}" not in template:
             raise HTTPException(400, "template must contain {label}")
-        picture = decode_upload(file)
-        scores = embed_texts(model, [template.replace("{label}", name) for name in names]) @ embed_pil(model, [picture])[0]
+        with slots.hold():
+            image_emb = embed_pil(model, [picture(file)])[0]
+            scores = embed_texts(model, [template.replace("{label}", name) for name in names]) @ image_emb
         probabilities = torch.softmax(logit_scale(model) * scores, dim=0)
         order = torch.argsort(probabilities, descending=True).tolist()
         return Classification(template=template, predictions=[
@@ -289,8 +306,10 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
 
 def serve(model_spec: str, index_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, threshold: float | None = None,
-          log_level: str = "info") -> None:
-    """Load the model (and index) and serve until interrupted."""
+          log_level: str = "info", limits: ServerLimits | None = None) -> None:
+    """Load the model (and index) and serve until interrupted, with the connection limits of `limits`."""
+    import dataclasses
+
     import uvicorn
 
     from cliptune.models.registry import load_model
@@ -298,11 +317,19 @@ def serve(model_spec: str, index_dir: str | os.PathLike | None = None, host: str
 
     if max_upload_mb <= 0:
         raise UsageError(f"the upload limit must be positive, got {max_upload_mb} MB")
+    limits = dataclasses.replace(limits or ServerLimits(), max_upload_bytes=int(max_upload_mb * 1e6))
     index = open_index(index_dir) if index_dir is not None else None
     model = load_model(model_spec)
-    app = create_app(model, index, model_spec=model_spec, max_upload_bytes=int(max_upload_mb * 1e6),
-                     threshold=threshold)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    app = create_app(model, index, model_spec=model_spec, threshold=threshold, limits=limits)
+    uvicorn.run(app, **uvicorn_options(limits), host=host, port=port, log_level=log_level)
 
 
-__all__ = ["create_app", "decode_upload", "serve"]
+def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
+    """uvicorn settings for `limits`: header deadline and connection cap (our h11 protocol), keep-alive timeout."""
+    from cliptune.search.connections import guarded_protocol
+
+    return {"http": guarded_protocol(limits.max_connections, limits.header_timeout_s),
+            "timeout_keep_alive": limits.keep_alive_s, "backlog": max(limits.max_connections, 16)}
+
+
+__all__ = ["create_app", "serve", "uvicorn_options"]
