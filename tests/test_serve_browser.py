@@ -164,3 +164,53 @@ def test_raw_traversal_requests_are_refused(server, path):
     connection.close()
     assert 400 <= response.status < 500, (path, response.status)
     assert b"root:" not in body and b"def create_app" not in body
+
+
+def test_search_page_states_bars_preview_and_errors(chromium, server, browser, tmp_path):
+    """Empty state before a search; bars spread over the result set's score range; the query picture shown for an
+    image search; an error or an empty query clears the results instead of leaving stale ones under it."""
+    url, images = server
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: "64 images indexed" in d.find_element(By.ID, "status").text)
+    assert "Nothing searched yet" in browser.find_element(By.ID, "empty").text
+    assert not browser.find_element(By.ID, "query-preview").is_displayed()
+
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("a blue square on light", Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results figure.hit")) == K)
+    widths = browser.execute_script(
+        "return [...document.querySelectorAll('#results .bar i')].map(i => i.getBoundingClientRect().width /"
+        " i.parentElement.getBoundingClientRect().width)")
+    assert widths[0] == pytest.approx(1.0, abs=0.01) and widths[-1] == pytest.approx(0.1, abs=0.01)
+    assert widths == sorted(widths, reverse=True)
+    assert not browser.find_elements(By.ID, "empty")
+
+    example = sorted(name for name in os.listdir(images) if name.endswith(".png"))[3]
+    browser.find_element(By.ID, "image-query").send_keys(str(images / example))
+    wait.until(lambda d: example in d.find_element(By.ID, "message").text)
+    preview = browser.find_element(By.ID, "query-image")
+    assert browser.find_element(By.ID, "query-preview").is_displayed()
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", preview))
+    assert example in browser.find_element(By.ID, "query-name").text
+    shot = tmp_path / "image-search.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+
+    box.clear()
+    box.send_keys("x" * 2100, Keys.ENTER)  # over the server's query length limit: an error answer
+    wait.until(lambda d: "error" in d.find_element(By.ID, "message").get_attribute("class"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results figure.hit")  # no stale results under the error
+    assert "No results" in browser.find_element(By.ID, "empty").text
+    assert not browser.find_element(By.ID, "query-preview").is_displayed()
+
+    box.clear()
+    box.send_keys("a red circle on dark", Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results figure.hit")) == K)
+    box.clear()
+    box.send_keys(Keys.ENTER)  # an empty query clears the previous results too
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#results figure.hit"))
+    assert "type what you are looking for" in browser.find_element(By.ID, "message").text

@@ -30,7 +30,15 @@ function el(tag, className, text) {
   return node;
 }
 
-function card(hit) {
+// Bars show where a score lies between the lowest and highest of this result set (10%..100% of the width): cosine
+// similarities of one query's top hits often differ only in the second decimal, and bars of the raw value would all
+// look alike. The number shows the raw cosine.
+function barWidth(score, low, high) {
+  if (!(high > low)) return 100;
+  return 10 + 90 * (score - low) / (high - low);
+}
+
+function card(hit, low, high) {
   const figure = el("figure", "hit");
   figure.dataset.id = hit.id;
   const link = el("a");
@@ -50,7 +58,8 @@ function card(hit) {
   caption.appendChild(head);
   const bar = el("div", "bar");
   const fill = el("i");
-  fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
+  fill.style.width = `${barWidth(hit.score, low, high).toFixed(1)}%`;
+  bar.title = `cosine ${hit.score.toFixed(4)}; the bar spans this result set's range`;
   bar.appendChild(fill);
   caption.appendChild(bar);
   caption.appendChild(el("div", "name", hit.name));
@@ -60,13 +69,43 @@ function card(hit) {
   return figure;
 }
 
+function emptyState(title, hint) {
+  const box = el("div", "empty");
+  box.id = "empty";
+  box.appendChild(el("strong", null, title));
+  box.appendChild(el("span", null, hint));
+  return box;
+}
+
+function clearResults(title, hint) {
+  $("results").replaceChildren(emptyState(title, hint));
+}
+
+function showQueryImage(file) {
+  const preview = $("query-preview");
+  const img = $("query-image");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  if (!file) {
+    preview.hidden = true;
+    img.removeAttribute("src");
+    return;
+  }
+  img.src = URL.createObjectURL(file);
+  $("query-name").textContent = file.name;
+  preview.hidden = false;
+}
+
 function show(result, label, started) {
-  const grid = $("results");
-  grid.replaceChildren(...result.hits.map(card));
+  const scores = result.hits.map((hit) => hit.score);
+  const low = Math.min(...scores), high = Math.max(...scores);
   const ms = Math.round(performance.now() - started);
-  say(result.hits.length
-    ? `${result.hits.length} of ${result.count} images for ${label} (${ms} ms)`
-    : `no results for ${label}`);
+  if (!result.hits.length) {
+    clearResults("No results", result.count ? "try other words" : "the index is empty: add images with cliptune index --add");
+    say(`no results for ${label}`);
+    return;
+  }
+  $("results").replaceChildren(...result.hits.map((hit) => card(hit, low, high)));
+  say(`${result.hits.length} of ${result.count} images for ${label} (${ms} ms)`);
 }
 
 async function run(request, label) {
@@ -77,7 +116,7 @@ async function run(request, label) {
   try {
     show(await readJson(await request()), label, started);
   } catch (err) {
-    $("results").replaceChildren();
+    clearResults("No results", "the search failed; see the message above");
     say(err.message, true);
   } finally {
     button.disabled = false;
@@ -87,7 +126,12 @@ async function run(request, label) {
 function searchText(event) {
   if (event) event.preventDefault();
   const q = $("q").value.trim();
-  if (!q) { say("type what you are looking for", true); return; }
+  showQueryImage(null);
+  if (!q) {
+    clearResults("Nothing searched yet", "describe a picture, or choose one to search by image");
+    say("type what you are looking for", true);
+    return;
+  }
   const k = $("k").value;
   history.replaceState(null, "", `?q=${encodeURIComponent(q)}&k=${k}`);
   run(() => fetch(`/search?q=${encodeURIComponent(q)}&k=${k}`), `“${q}”`);
@@ -96,6 +140,7 @@ function searchText(event) {
 function searchImage() {
   const file = $("image-query").files[0];
   if (!file) return;
+  showQueryImage(file);
   const form = new FormData();
   form.append("file", file);
   form.append("k", $("k").value);
@@ -116,6 +161,7 @@ async function status() {
 document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", searchText);
   $("image-query").addEventListener("change", searchImage);
+  clearResults("Nothing searched yet", "describe a picture, or choose one to search by image");
   status();
   const params = new URLSearchParams(location.search);
   if ([...$("k").options].some((option) => option.value === params.get("k"))) $("k").value = params.get("k");
