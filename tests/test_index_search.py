@@ -117,7 +117,8 @@ def test_hnsw_and_ivfpq_agree_with_exact_search(flat, model, records, tmp_path):
     hnsw = build_index(model, records, tmp_path / "hnsw", ann="hnsw", progress=False)
     ivfpq = build_index(model, records, tmp_path / "ivfpq", ann="ivfpq", progress=False)
     assert hnsw.manifest["ann_params"]["factory"].startswith("HNSW")
-    assert ivfpq.manifest["ann_params"]["factory"].startswith("IVF")
+    assert ivfpq.manifest["ann_params"]["factory"] == "Flat"  # 64 images: too few to train IVF-PQ
+    assert ivfpq.manifest["ann_params"]["fallback"] == "flat" and "too few" in ivfpq.manifest["ann_params"]["reason"]
     queries = ["a red circle on dark", "a blue square on light", "a white cross", "a green triangle on dark"]
     for query in queries:
         assert hnsw.search_text(model, query, 1)[0].path == flat.search_text(model, query, 1)[0].path
@@ -127,7 +128,7 @@ def test_hnsw_and_ivfpq_agree_with_exact_search(flat, model, records, tmp_path):
     vectors = embed_pil(model, [load_image(r.image) for r in records])
     exact = [hits[0].id for hits in flat.search_vectors(vectors, 1)]
     assert [hits[0].id for hits in hnsw.search_vectors(vectors, 1)] == exact
-    assert np.mean([hits[0].id == want for hits, want in zip(ivfpq.search_vectors(vectors, 1), exact)]) >= 0.9
+    assert [hits[0].id for hits in ivfpq.search_vectors(vectors, 1)] == exact
     assert len(hnsw.search_vectors(vectors[:1], 50)[0]) == 50  # the search beam widens with k
 
 
@@ -229,3 +230,33 @@ def test_index_and_search_commands(tmp_path, monkeypatch):
     assert result.exit_code != 0 and "text query or --image" in str(result.exception)
     result = run_cli("search", "--index", idx, "a circle", "--model", "nonexistent-model")
     assert result.exit_code != 0 and "unknown model" in str(result.exception)
+
+
+def test_ivfpq_plan_follows_the_collection_size(capfd):
+    """Planned from n: exact below the size PQ can be trained on (no FAISS training warnings), IVF-PQ with a refine
+    step above it, with recall@10 against exact search measured on clustered vectors."""
+    import faiss
+    import numpy as np
+
+    from cliptune.search.ann import MIN_IVFPQ_N, new_faiss_index, tune
+
+    small, params = new_faiss_index("ivfpq", 64, 3800)
+    assert params["fallback"] == "flat" and small.is_trained
+    n, dim = MIN_IVFPQ_N, 32
+    big, params = new_faiss_index("ivfpq", dim, n)
+    nlist = int(params["factory"].split(",")[0][3:])
+    assert nlist == n // 39 and params["nprobe"] == max(16, nlist // 8) and "Refine(SQfp16)" in params["factory"]
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, dim)).astype("float32")
+    x = centres[rng.integers(0, 200, n + 100)] + 0.3 * rng.standard_normal((n + 100, dim)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    data, queries = x[:n], x[n:]
+    big.train(data)
+    big.add(data)
+    tune(big, "ivfpq", params, 10)
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(data)
+    _, want = exact.search(queries, 10)
+    _, got = big.search(queries, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.95
+    assert "WARNING" not in capfd.readouterr().err  # enough training points for every centroid

@@ -12,7 +12,6 @@ import typer
 from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 from cliptune.search.model_choice import DEFAULT_MODEL, MODEL_ENV, resolve_model_spec
 
-IVFPQ_SMALL = 10_000  # below this, ivfpq's compression costs recall for nothing: flat is exact and fast
 
 
 def _collection(data: Optional[str], images: Optional[Path], split: Optional[str], format: Optional[str],
@@ -78,11 +77,11 @@ def index_cmd(
         added = index.add(encoder, records, batch_size=batch_size, progress=progress_enabled(quiet))
         message = f"added {added} image(s) ({len(records) - added} already indexed)"
     else:
-        if ann == "ivfpq" and len(records) < IVFPQ_SMALL:
-            console.print(f"[yellow]note:[/] ivfpq is meant for large collections; on {len(records)} images "
-                          "--ann flat is exact and fast")
         index = build_index(encoder, records, out_dir, ann=ann, batch_size=batch_size,
                             progress=progress_enabled(quiet), overwrite=overwrite)
+        reason = index.manifest.get("ann_params", {}).get("reason")
+        if reason:
+            console.print(f"[yellow]note:[/] --ann {ann}: {reason}", markup=True, highlight=False)
         message = f"indexed {len(index)} image(s)"
     elapsed = time.perf_counter() - start
     skipped_note = f", skipped {skipped} bad sample(s)" if skipped else ""
