@@ -40,7 +40,7 @@ def _copy_run(run_dir: Path, dst: Path, **config_changes) -> Path:
     return dst
 
 
-def test_report_has_config_table_and_relative_change(report, run_dir):
+def test_report_has_config_table_and_point_change(report, run_dir):
     import json
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -49,9 +49,11 @@ def test_report_has_config_table_and_relative_change(report, run_dir):
         assert f"<td>{metric}</td>" in report
     before, after = metrics["before"]["t2i"]["R@1"], metrics["after"]["t2i"]["R@1"]
     assert f"{before:.4f}" in report and f"{after:.4f}" in report
-    if before > 0 and after != before:
-        assert f"{(after - before) / before * 100:+.1f}%" in report
+    if after != before:  # absolute points, never a percentage of the baseline
+        assert f"{(after - before) * 100:+.1f} pts" in report
+    assert not re.search(r"[+-]\d+(\.\d)?%", report)
     assert "config.yaml (fully resolved)" in report and "spec: tiny-clip" in report
+    assert "<details>" in report and "<details open" not in report  # the config starts collapsed
     assert "<script" not in report  # a static page
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cliptune.errors import UsageError
+from cliptune.report.match_view import add_match_galleries, match_view
 from cliptune.report.plots import PlotFile, RunData, make_plots
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class MetricRow:
     label: str
     before: str | None
     after: str
-    delta: str | None  # relative change, e.g. "+12.5%"
+    delta: str | None  # absolute change in points, e.g. "+16.7 pts"
     trend: str  # "better", "worse" or "same": a CSS class
 
 
@@ -93,19 +94,21 @@ def _fmt(metric: str, value: Any) -> str:
     return f"{value:g}" if metric == "median_rank" else f"{value:.4f}"
 
 
-def _change(before: Any, after: Any, higher_is_better: bool) -> tuple[str | None, str]:
+def _change(before: Any, after: Any, higher_is_better: bool, points: bool = True) -> tuple[str | None, str]:
+    """The change as an absolute difference: in percentage points for rates in [0, 1] (R@1 0.001 → 0.168 is
+    "+16.7 pts"; a relative "+16700%" of a near-zero baseline says nothing), plain for counts such as a rank."""
     if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
         return None, "same"
     if after == before:
-        return "±0%", "same"
+        return ("±0 pts" if points else "±0"), "same"
     trend = "better" if (after > before) == higher_is_better else "worse"
-    if before == 0:
-        return "new", trend
-    return f"{(after - before) / abs(before) * 100:+.1f}%", trend
+    if points:
+        return f"{(after - before) * 100:+.1f} pts", trend
+    return f"{after - before:+g}", trend
 
 
 def metric_tables(metrics: dict) -> list[tuple[str, list[MetricRow]]]:
-    """Per direction, one row per metric with before, after and the relative change (empty without metrics)."""
+    """Per direction, one row per metric with before, after and the change (empty without metrics)."""
     after = metrics.get("after") or (metrics if "t2i" in metrics else None)
     if not isinstance(after, dict):
         return []
@@ -118,7 +121,8 @@ def metric_tables(metrics: dict) -> list[tuple[str, list[MetricRow]]]:
         for key, label, higher in TABLE_ROWS:
             if key not in a_block:
                 continue
-            delta, trend = _change(b_block.get(key), a_block[key], higher) if before else (None, "same")
+            delta, trend = (_change(b_block.get(key), a_block[key], higher, points=key != "median_rank")
+                            if before else (None, "same"))
             rows.append(MetricRow(label, _fmt(key, b_block.get(key)) if before else None, _fmt(key, a_block[key]),
                                   delta, trend))
         if rows:
@@ -347,7 +351,10 @@ def write_report(run_dir: str | os.PathLike, model: "DualEncoder | None" = None,
     except Exception as err:  # noqa: BLE001
         notes.append(f"config.yaml could not be read ({_reason(err)}).")
     shutil.rmtree(run_dir / THUMB_DIR, ignore_errors=True)  # thumbnails of an earlier report
-    if galleries and n_queries > 0 and cfg is not None:
+    match = match_view(metrics)
+    if match is not None and galleries and cfg is not None:
+        add_match_galleries(match, run_dir, cfg, _thumb, progress=progress)
+    elif galleries and n_queries > 0 and cfg is not None:
         gallery = build_gallery(run_dir, cfg, model, data, n_queries, progress=progress)
     elif galleries and n_queries > 0:
         gallery = Gallery(notes=["Galleries skipped: they need config.yaml to find the data and the base model."])
@@ -363,11 +370,12 @@ def write_report(run_dir: str | os.PathLike, model: "DualEncoder | None" = None,
         facts=_summary(metrics),
         headline=_headline(metrics),
         tables=metric_tables(metrics),
+        match=match,
         has_before=isinstance(metrics.get("before"), dict),
         plots=[{"title": p.title, "src": f"plots/{p.path.name}"} for p in plots],
         plots_note=plots_note,
         gallery=gallery,
-        galleries_requested=galleries,
+        galleries_requested=galleries and match is None,
         top_k=TOP_K,
         notes=notes,
         config_text=config_text,

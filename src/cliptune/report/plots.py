@@ -164,7 +164,11 @@ def lr_curve(data: RunData) -> Figure | None:
 
 @plot("logit_scale", "Logit scale", order=30)
 def logit_scale_curve(data: RunData) -> Figure | None:
-    """exp(logit_scale) = 1 / temperature (CLIP caps it at 100); a collapse or blow-up shows here first."""
+    """exp(logit_scale) = 1 / temperature (CLIP caps it at 100); a collapse or blow-up shows here first. Not drawn
+    when it never moved (frozen, as in match runs, whose head has its own scale): a flat line says nothing."""
+    values = [v for v in data.train_series("logit_scale")[1] if _finite(v)]
+    if values and max(values) - min(values) <= 1e-6 * max(1.0, abs(max(values))):
+        return None
     return _curve(data, "logit_scale", "Logit scale (1 / temperature)", "scale")
 
 
