@@ -260,3 +260,22 @@ def test_ivfpq_plan_follows_the_collection_size(capfd):
     _, got = big.search(queries, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.95
     assert "WARNING" not in capfd.readouterr().err  # enough training points for every centroid
+
+
+def test_grid_titles_in_other_scripts_use_a_font_with_their_glyphs(tmp_path):
+    from PIL import Image, ImageFont
+
+    from cliptune.search.fonts import _codepoints, font_path_for
+    from cliptune.search.grid import render_grid
+
+    for title in ("красный круг", "κόκκινος κύκλος", "a red circle"):
+        path = font_path_for(title)
+        assert path and {ord(c) for c in title if not c.isspace()} <= _codepoints(path), title
+    # the title is drawn with glyphs, not Pillow's default font (which has none for Cyrillic: boxes)
+    out = render_grid([], tmp_path / "grid.png", title="красный круг")
+    band = Image.open(out).convert("L").crop((0, 0, 200, 30))
+    tofu = Image.new("L", band.size, 255)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(tofu).text((8, 8), "красный круг", font=ImageFont.load_default(size=16), fill=30)
+    assert band.tobytes() != tofu.tobytes()

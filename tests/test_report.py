@@ -147,3 +147,21 @@ def test_match_plots_are_driven_by_data(tmp_path):
     # per-split blocks ({"threshold", "val": {...}, "test": {...}}) plot the test split
     nested = RunData(metrics={"match": {"threshold": 0.3, "val": {}, "test": match}})
     assert match_pr_curve(nested) is not None and match_confusion_matrix(nested) is not None
+
+
+def test_printed_tables_show_absolute_point_changes():
+    from rich.console import Console
+
+    from cliptune.report.table import comparison_table, match_table
+
+    block = {"R@1": 0.001, "R@5": 0.01, "R@10": 0.02, "mAP": 0.005}
+    after = {"t2i": {**block, "R@1": 0.168}, "i2t": block}
+    console = Console(record=True, width=200)
+    console.print(comparison_table(after, {"t2i": block, "i2t": block}))
+    text = console.export_text()
+    assert "+16.7 pts" in text and "%" not in text
+    m = {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "accuracy": 0.6, "roc_auc": None, "threshold": 0.2,
+         "n_pairs": 10}
+    console.print(match_table({"match": {**m, "recall": 0.75}}, {"match": m}))
+    text = console.export_text()
+    assert "+50.0 pts" in text and "threshold 0.2000" in text and "n/a" in text

@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont  # noqa: F401 - ImageFont in annotations
 
+from cliptune.search.fonts import font_for
 from cliptune.utils.atomic import write_atomic
 from cliptune.search.thumbs import thumbnail
 
@@ -25,8 +26,9 @@ LABEL_H = 38
 TITLE_H = 34
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def _font(size: int, text: str = "#0123456789.") -> ImageFont.ImageFont:
+    """A font with glyphs for `text` (a query may be in any script: search/fonts.py)."""
+    return font_for(text, size)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
@@ -48,7 +50,9 @@ def render_grid(hits: list["Hit"], out_path: str | os.PathLike, title: str = "",
     canvas = Image.new("RGB", (columns * cell_w, TITLE_H + query_h + rows * cell_h), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     big, small = _font(16), _font(12)
-    draw.text((PAD, PAD), _fit(draw, title or "results", big, canvas.width - 2 * PAD), font=big, fill=INK)
+    heading = title or "results"
+    title_font = _font(16, heading)
+    draw.text((PAD, PAD), _fit(draw, heading, title_font, canvas.width - 2 * PAD), font=title_font, fill=INK)
     if query_image is not None:
         preview = query_image.convert("RGB")
         preview.thumbnail((thumb // 2, thumb // 2))
@@ -62,7 +66,9 @@ def render_grid(hits: list["Hit"], out_path: str | os.PathLike, title: str = "",
         picture = thumbnail(hit.path, thumb, upscale=True)
         canvas.paste(picture, (x0 + (thumb - picture.width) // 2, y0 + (thumb - picture.height) // 2))
         draw.text((x0, y0 + thumb + 4), f"#{rank}  {hit.score:.3f}", font=big, fill=INK)
-        draw.text((x0, y0 + thumb + 22), _fit(draw, Path(hit.path).name, small, thumb), font=small, fill=MUTED)
+        name = Path(hit.path).name
+        name_font = _font(12, name)
+        draw.text((x0, y0 + thumb + 22), _fit(draw, name, name_font, thumb), font=name_font, fill=MUTED)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(out, lambda tmp: canvas.save(tmp, format="PNG"))
