@@ -74,7 +74,7 @@ def test_readme_match_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert "--model" in args and "--data" in args
     args[args.index("--model") + 1] = "tiny-clip"
     args[args.index("--data") + 1] = str(data)
-    code, out, err = run_cli(monkeypatch, capsys, *args, "-q")
+    code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     run = tmp_path / "runs" / args[args.index("--name") + 1]
     meta = json.loads((run / "model" / "match.json").read_text())
