@@ -49,6 +49,7 @@ class BadSample:
     file: str
     row: int | str
     reason: str
+    kind: str | None = None  # a problem kind as `cliptune validate` groups them (None: the reader's own)
 
     def __str__(self) -> str:
         return f"{self.file}, row {self.row}: {self.reason}"

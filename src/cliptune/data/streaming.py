@@ -38,7 +38,6 @@ import logging
 import multiprocessing
 import os
 import random
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -50,6 +49,7 @@ from cliptune.data.images import load_image_bytes
 from cliptune.data.records import BadSample
 from cliptune.data.sampling import NoDuplicateBatcher, caption_key
 from cliptune.data.seeds import sample_generator, stable_seed
+from cliptune.data.tar_integrity import DAMAGE_KIND, TarWalk
 from cliptune.data.wds import SampleLayout, expand_shards, group_members, missing_image
 from cliptune.errors import DataError, UsageError
 
@@ -256,18 +256,23 @@ class WebDatasetStream(IterableDataset):
                 position += 1
 
     def _read_shard(self, shard: str) -> Iterator[RawSample | BadSample]:
+        """Samples of one shard in order; the one a damaged shard cuts into is held back and reported with the
+        damage (members of a sample are adjacent in a stream, so it is always the last one read)."""
         wanted = set(self.layout.image_exts) | self.layout.caption_exts
-        key = None
+        walk = TarWalk(shard, want=lambda name: _ext(name) in wanted)  # other members are listed, not read
+        held: RawSample | None = None
         try:
-            with tarfile.open(shard, mode="r|*") as tar:
-                # members no layout field names are listed (for messages) but not read
-                members = ((m.name, _read(tar, m) if _ext(m.name) in wanted else b"") for m in tar if m.isfile())
-                for key, group in group_members(members):
-                    yield RawSample(shard, key, group)  # type: ignore[arg-type]
-        except (tarfile.TarError, OSError, EOFError) as e:
-            after = f" after sample {key}" if key is not None else ""
-            yield BadSample(shard, key if key is not None else "(start)",
-                            f"shard is truncated or corrupt{after} ({e}); the rest of the shard is unread")
+            for key, group in group_members((m.name, data or b"") for m, data in walk):
+                if held is not None:
+                    yield held
+                held = RawSample(shard, key, group)  # type: ignore[arg-type]
+        except OSError as e:
+            yield BadSample(shard, "(start)", f"cannot read shard: {e.strerror or e}")
+            return
+        if walk.damage is not None:
+            yield BadSample(shard, walk.damage.row, walk.damage.reason, kind=DAMAGE_KIND)
+        elif held is not None:
+            yield held
 
     def _decode(self, raw: RawSample, rng: random.Random) -> Sample | BadSample:
         ext = self.layout.image_ext(raw.members)
@@ -316,11 +321,6 @@ def raise_stream_error(batch: dict) -> None:
 
 def _ext(name: str) -> str:
     return name.rpartition("/")[2].partition(".")[2].lower()
-
-
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(member)
-    return f.read() if f is not None else b""
 
 
 def _shuffle(items: Iterator, size: int, rng: random.Random) -> Iterator:

@@ -15,6 +15,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from cliptune.data.tar_integrity import ShardDamage, TarWalk, is_gzip
+
 SEPARATOR = ".tar#"  # `shard.tar` + `#` + member name; only uncompressed .tar shards allow reads in place
 MAX_OPEN_SHARDS = 64
 
@@ -49,15 +51,19 @@ class _Shard:
     fd: int
     stamp: tuple[int, int]  # (size, mtime_ns) when indexed
     members: dict[str, tuple[int, int]]  # name -> (offset of data, size)
+    damage: ShardDamage | None = None  # where reading stopped, when the shard does not read to its end
 
 
-def index_shard(path: str) -> dict[str, tuple[int, int]]:
-    """member name -> (data offset, size) for every regular file; reads only the headers."""
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
-    except tarfile.CompressionError as e:
-        raise tarfile.ReadError(f"compressed shard ({e}); in-place reads need an uncompressed .tar") from None
+def index_shard(path: str) -> tuple[dict[str, tuple[int, int]], ShardDamage | None]:
+    """member name -> (data offset, size) for every regular file read whole (only the headers are read), and
+    the damage that stopped the walk early, if any. A file that is no tar at all raises tarfile.ReadError."""
+    if is_gzip(path):
+        raise tarfile.ReadError("compressed shard; in-place reads need an uncompressed .tar")
+    walk = TarWalk(path)
+    members = {m.name: (m.offset_data, m.size) for m, _ in walk}
+    if walk.damage is not None and not members and walk.damage.offset == 0:
+        raise tarfile.ReadError(walk.damage.reason)
+    return members, walk.damage
 
 
 class ShardFiles:
@@ -73,7 +79,8 @@ class ShardFiles:
         entry = self._get(shard)
         where = entry.members.get(member)
         if where is None:
-            raise MemberNotFound(f"no member {member!r} in shard {shard}")
+            damage = f"; {entry.damage.reason}" if entry.damage is not None else ""
+            raise MemberNotFound(f"no member {member!r} in shard {shard}{damage}")
         offset, size = where
         data = os.pread(entry.fd, size, offset)
         if len(data) != size:
@@ -96,7 +103,8 @@ class ShardFiles:
                 return entry
             if entry is not None:
                 os.close(self._open.pop(shard).fd)
-            entry = _Shard(os.open(shard, os.O_RDONLY), stamp, index_shard(shard))
+            members, damage = index_shard(shard)
+            entry = _Shard(os.open(shard, os.O_RDONLY), stamp, members, damage)
             self._open[shard] = entry
             while len(self._open) > self.max_open:
                 os.close(self._open.popitem(last=False)[1].fd)

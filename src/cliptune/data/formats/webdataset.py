@@ -16,6 +16,7 @@ from typing import Iterator
 
 from cliptune.data.formats import Format, register
 from cliptune.data.records import BadSample, Row
+from cliptune.data.tar_integrity import DAMAGE_KIND, TarWalk
 from cliptune.data.tar_members import member_ref
 from cliptune.data.wds import (SampleLayout, expand_shards, is_shard_folder, is_shard_spec, missing_image,
                                shard_split, skip_member, split_name)
@@ -39,39 +40,43 @@ def read(path: Path, image_root: Path | None = None, image_key: str | None = Non
 
 
 def read_shard(shard: str, layout: SampleLayout) -> Iterator[Row | BadSample]:
-    """Rows of one shard in key order of first appearance (members of a key need not be adjacent here)."""
+    """Rows of one shard in key order of first appearance (members of a key need not be adjacent here); a shard
+    that does not read to its end-of-archive marker adds a bad sample naming the byte where reading stopped."""
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+    texts: dict[tuple[str, str], bytes] = {}
+    walk = TarWalk(shard, want=lambda name: split_name(name)[1] in layout.caption_exts)
     try:
-        with tarfile.open(shard, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile() or skip_member(member.name):
-                    continue
-                key, ext = split_name(member.name)
-                samples.setdefault(key, {})[ext] = member
-            texts = {(key, ext): _read(tar, m) for key, group in samples.items()
-                     for ext, m in group.items() if ext in layout.caption_exts}
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"not a readable tar shard: {e}", file=shard) from None
+        for member, data in walk:
+            if skip_member(member.name):
+                continue
+            key, ext = split_name(member.name)
+            samples.setdefault(key, {})[ext] = member
+            if data is not None:
+                texts[(key, ext)] = data
+    except OSError as e:
+        raise DataError(f"cannot read shard: {e.strerror or e}", file=shard) from None
     split = shard_split(shard)
+    cut = walk.damage.row if walk.damage is not None else None
     for key, group in samples.items():
-        ext = layout.image_ext(group)
-        if ext is None:
-            yield BadSample(shard, key, missing_image(layout, key, group))
-            continue
-        members = {e: texts[(key, e)] for e in group if (key, e) in texts}
-        captions, meta, problem = layout.captions(key, members)
-        if problem:
-            yield BadSample(shard, key, problem)
-            continue
-        extra = {k: v for k, v in meta.items() if k not in ("captions", "caption", "label", "split", "id")}
-        yield Row(image=member_ref(shard, group[ext].name), captions=captions, file=shard, row=key,
-                  label=meta.get("label"), split=split or meta.get("split"),
-                  id=str(meta["id"]) if meta.get("id") is not None else key, meta=extra)
+        if key != cut:  # the sample the damage cuts into is reported with the damage
+            yield _row(shard, key, group, texts, layout, split)
+    if walk.damage is not None:
+        yield BadSample(shard, walk.damage.row, walk.damage.reason, kind=DAMAGE_KIND)
 
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(member)
-    return f.read() if f is not None else b""
+def _row(shard: str, key: str, group: dict[str, tarfile.TarInfo], texts: dict[tuple[str, str], bytes],
+         layout: SampleLayout, split: str | None) -> Row | BadSample:
+    ext = layout.image_ext(group)
+    if ext is None:
+        return BadSample(shard, key, missing_image(layout, key, group))
+    members = {e: texts[(key, e)] for e in group if (key, e) in texts}
+    captions, meta, problem = layout.captions(key, members)
+    if problem:
+        return BadSample(shard, key, problem)
+    extra = {k: v for k, v in meta.items() if k not in ("captions", "caption", "label", "split", "id")}
+    return Row(image=member_ref(shard, group[ext].name), captions=captions, file=shard, row=key,
+               label=meta.get("label"), split=split or meta.get("split"),
+               id=str(meta["id"]) if meta.get("id") is not None else key, meta=extra)
 
 
 register(Format(name="webdataset", detect=detect, read=read, local_images=False, priority=1,
