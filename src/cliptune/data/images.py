@@ -145,38 +145,42 @@ def _upright(im: Image.Image) -> Image.Image:
         return im.copy()  # a copy: the caller closes the file behind `im`
 
 
-def _cheap_decode(im: Image.Image) -> None:
-    """Read every byte without paying for full-size pixels: JPEG decodes at 1/8 scale, PNG checks its CRCs."""
-    if im.format == "JPEG":
+def _decode_all(im: Image.Image, data: bytes) -> None:
+    """Decode every byte as training will: a PNG's chunk checksums first (`verify`), then, on a fresh handle, its
+    pixels, since checksums recomputed over a broken zlib stream pass `verify`; JPEG decodes at 1/8 scale, which
+    still runs every compressed byte through the decoder, so it fails exactly where a full decode fails."""
+    if im.format == "PNG":
+        im.verify()
+        with Image.open(io.BytesIO(data)) as again:
+            again.load()
+    elif im.format == "JPEG":
         im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
         im.load()
-    elif im.format == "PNG":
-        im.verify()
     else:
         im.load()
 
 
 def check_image(path: str | os.PathLike) -> str | None:
-    """Why `path` would fail to load (missing, not an image, truncated, too large), or None if it looks fine.
+    """Why `path` would fail to load (missing, not an image, truncated, corrupt pixel data, too large), or None.
 
-    Cheap enough to run over a whole dataset before training, and safe to call from several threads.
+    Decodes the whole file (see `_decode_all`), and is safe to call from several threads.
     """
     try:
-        return inspect_image(_source(os.fspath(path)))[0]
+        return inspect_image(read_image_bytes(path))[0]
     except Exception as e:  # noqa: BLE001
         return _failure(e)
 
 
-def inspect_image(source: str | IO[bytes] | bytes) -> tuple[str | None, tuple[int, int] | None]:
-    """(why it would fail to load or None, upright (width, height) or None), at `check_image`'s cost."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
+def inspect_image(source: bytes | str | os.PathLike) -> tuple[str | None, tuple[int, int] | None]:
+    """(why it would fail to load or None, upright (width, height) or None), decoding every byte."""
     try:
-        with Image.open(source) as im:
+        if not isinstance(source, bytes):
+            source = read_image_bytes(source)
+        with Image.open(io.BytesIO(source)) as im:
             size = _upright_size(im)
             reason = _too_large(im)
             if reason is None:
-                _cheap_decode(im)
+                _decode_all(im, source)
             return reason, size
     except Exception as e:  # noqa: BLE001
         return _failure(e), None
