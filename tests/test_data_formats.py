@@ -124,10 +124,15 @@ def test_empty_caption(tmp_path, images, caption):
     assert_bad_row(spec, 2, "empty caption")
 
 
-def test_label_must_be_an_integer(tmp_path, images):
+def test_labels_follow_the_task_rules(tmp_path, images):
+    """Retrieval keeps a label that is no integer as metadata; match (one pair per record) refuses it."""
     spec = write(tmp_path / "data.csv", "image_path,text,label\nimg/a.png,x,3.0\nimg/b.png,y,cat\nimg/c.png,z,\n")
-    data = assert_bad_row(spec, 2, "label", "'cat'", "integer")
-    assert [r.label for r in data.records] == [3, None]
+    data = load_dataset(spec)
+    assert [r.label for r in data.records] == [3, None, None] and not data.skipped
+    assert data.records[1].meta["label"] == "cat"
+    pairs = write(tmp_path / "pairs.csv", "image_path,text,label\nimg/a.png,x,1\nimg/b.png,y,cat\nimg/c.png,z,\n")
+    data = assert_bad_row(pairs, 2, "label 'cat'", "0 or 1", group=False)
+    assert [r.label for r in data.records] == [1, None]
 
 
 def test_unknown_split_and_split_aliases(tmp_path, images):
@@ -175,7 +180,7 @@ def test_unterminated_quote_is_an_error_not_a_merged_row(tmp_path, images):
 
 def test_first_problem_is_reported_and_skip_lists_all(tmp_path, images):
     spec = write(tmp_path / "data.csv", "image_path,text,label\nimg/a.png,x,1\nimg/gone.png,y,1\n"
-                                        "img/b.png,,1\nimg/c.png,z,zz\n")
+                                        "img/b.png,,1\nimg/a.png,z,0\n")
     err = load_error(spec)
     assert err.row == 2 and "at least 2 more" in str(err)
     data = load_dataset(spec, on_bad_sample="skip")
@@ -230,7 +235,8 @@ def test_rows_of_one_image_must_agree_on_split(tmp_path, images):
 
 def test_rows_of_one_image_must_agree_on_label_when_merged(tmp_path, images):
     spec = write(tmp_path / "data.csv", "image_path,text,label\nimg/a.png,x,1\nimg/a.png,z,0\n")
-    assert load_error(spec).row == 2
+    err = load_error(spec)
+    assert err.row == 2 and "task=match" in str(err)  # the message says what to change
     assert [r.label for r in load_dataset(spec, group=False).records] == [1, 0]
 
 

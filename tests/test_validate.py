@@ -97,11 +97,11 @@ def test_context_length_and_match_labels(tmp_path):
                     "3.png,a fish,\n0.png,a dog running on grass,0\n")
     report = validate_dataset(spec, task="match", context_length=6)
     issues = by_check(report)
-    assert [e.row for e in issues["caption_too_long"].examples] == [1, 5]  # 5 words + 2 special tokens > 6
-    assert [e.row for e in issues["labels_not_binary"].examples] == [3]
+    assert [e.row for e in issues["caption_too_long"].examples] == [1]  # 5 words + 2 special tokens > 6
+    assert [e.row for e in issues["bad_label"].examples] == [3]
     assert [e.row for e in issues["missing_labels"].examples] == [4]
-    assert [e.row for e in issues["contradictory_labels"].examples] == [5]
-    assert report.labels == {"0": 2, "1": 1, "positive_share": 0.3333}
+    assert [e.row for e in issues["label_conflict"].examples] == [5]  # the same pair labelled 1 at row 1
+    assert report.labels == {"0": 1, "1": 1, "positive_share": 0.5}
     assert "caption_too_long" not in by_check(validate_dataset(spec, task="retrieval"))
 
 

@@ -24,25 +24,28 @@ from pathlib import Path
 from cliptune.data.caption_length import token_counts
 from cliptune.data.formats import FORMATS, detect_format
 from cliptune.data.images import inspect_image, read_image_bytes
-from cliptune.data.load import CHECK_THREADS, MISSING_IMAGE, read_source, row_problem, split_key
+from cliptune.data.labels import BAD_LABEL, LABEL_CONFLICT, TASKS, LabelRules
+from cliptune.data.load import CHECK_THREADS, MISSING_IMAGE, UNREADABLE_IMAGE, read_source, row_problem, split_key
 from cliptune.data.records import BadSample, Row, group_rows
+from cliptune.data.tar_integrity import DAMAGE_KIND
 from cliptune.data.splits import assign_splits, normalize_ratios
 from cliptune.errors import DataError, UsageError
 
-TASKS = ("retrieval", "match")
 DEFAULT_CONTEXT_LENGTH = 77  # CLIP's
 SMALL_IMAGE = 32  # pixels on the shorter side; below this an image is mostly upsampling blur at any model size
 MINORITY_SHARE = 0.1  # a match label rarer than this is flagged as imbalanced
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 5  # shown per issue in the table; the JSON report and --skipped list every occurrence
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 ROW_PROBLEM_TITLES = {
+    DAMAGE_KIND: "truncated or corrupt shards (the rest of each is unread)",
     "malformed_row": "rows the reader cannot use",
     "empty_caption": "empty or whitespace-only captions",
-    "bad_label": "labels that are not integers",
+    BAD_LABEL: "labels the task cannot use (match: 0 or 1)",
+    LABEL_CONFLICT: "labels contradicting an earlier row (retrieval: same image; match: same image and text)",
     "bad_split": "unknown split names",
     MISSING_IMAGE: "image files missing",
-    "unreadable_image": "images that do not decode",
+    UNREADABLE_IMAGE: "images that do not decode",
 }
 
 
@@ -59,7 +62,7 @@ class Example:
 
 @dataclass
 class Issue:
-    """One kind of problem: how many, how bad, and the first few places it occurs."""
+    """One kind of problem: how many, how bad, and every place it occurs (the table shows the first few)."""
 
     check: str
     title: str
@@ -90,7 +93,12 @@ class ValidationReport:
     def add(self, check: str, title: str, severity: str, examples: Sequence[Example], count: int | None = None):
         count = len(examples) if count is None else count
         if count:
-            self.issues.append(Issue(check, title, severity, count, list(examples[:MAX_EXAMPLES])))
+            self.issues.append(Issue(check, title, severity, count, list(examples)))
+
+    def bad_rows(self) -> list[BadSample]:
+        """Every row that `--on-bad-sample skip` leaves out, as skipped.csv lists them."""
+        return [BadSample(e.file, e.row if e.row is not None else "", e.detail, issue.check)
+                for issue in self.issues if issue.check in ROW_PROBLEM_TITLES for e in issue.examples]
 
     def to_json(self) -> dict:
         payload = asdict(self)
@@ -136,13 +144,13 @@ def validate_dataset(spec: str | Path, *, format: str | None = None, image_root:
         return report
 
     row_severity = ERROR if on_bad_sample == "error" else WARNING
-    rows, problems = _row_checks(items, fmt.local_images)
+    rows, problems = _row_checks(items, fmt.local_images, LabelRules(task))
     images = _inspect_images({row.image for row in rows}, threads)
     good: list[Row] = []
     for row in rows:
         info = images[row.image]
         if info.reason is not None:
-            problems["unreadable_image"].append(Example(row.file, row.row, f"{info.reason}: {row.image}"))
+            problems[UNREADABLE_IMAGE].append(Example(row.file, row.row, f"{info.reason}: {row.image}"))
         else:
             good.append(row)
     for kind, title in ROW_PROBLEM_TITLES.items():
@@ -167,20 +175,26 @@ def validate_dataset(spec: str | Path, *, format: str | None = None, image_root:
 
 # ---- rows -------------------------------------------------------------------------------------------------------
 
-def _row_checks(items: list[Row | BadSample], local_images: bool) -> tuple[list[Row], dict[str, list[Example]]]:
+def _row_checks(items: list[Row | BadSample], local_images: bool,
+                rules: LabelRules) -> tuple[list[Row], dict[str, list[Example]]]:
+    """Rows that pass the per-row checks and the label rules (exactly as `load_dataset` applies them), and the
+    problems by kind."""
     rows: list[Row] = []
     problems: dict[str, list[Example]] = defaultdict(list)
     for item in items:
         if isinstance(item, BadSample):
-            kind = "empty_caption" if "empty caption" in item.reason else "malformed_row"
+            kind = item.kind or ("empty_caption" if "empty caption" in item.reason else "malformed_row")
             problems[kind].append(Example(item.file, item.row, item.reason))
             continue
-        result = row_problem(item, local_images)
+        result = row_problem(item, local_images, rules)
         if isinstance(result, Row):
             rows.append(result)
         else:
             problems[result[0]].append(Example(item.file, item.row, result[1]))
-    return rows, problems
+    conflicts = rules.conflicts(rows)
+    for i, (kind, reason) in sorted(conflicts.items()):
+        problems[kind].append(Example(rows[i].file, rows[i].row, reason))
+    return [row for i, row in enumerate(rows) if i not in conflicts], problems
 
 
 def _inspect(image: str) -> _ImageInfo:
@@ -251,20 +265,14 @@ def _norm(caption: str) -> str:
 
 def _check_duplicates(report: ValidationReport, rows: list[Row], task: str, images: dict[str, _ImageInfo]) -> None:
     seen: dict[tuple[str, str], Row] = {}
-    duplicates, contradictions = [], []
+    duplicates = []  # the same pair with another label is a label conflict, found with the row checks
     for row in rows:
         for caption in row.captions:
             pair = (row.image, _norm(caption))
             first = seen.setdefault(pair, row)
-            if first is row:
-                continue
-            if task == "match" and first.label != row.label:
-                contradictions.append(Example(row.file, row.row, f"label {row.label} here but {first.label} at "
-                                                                 f"{first.file}:{first.row} for the same pair"))
-            else:
+            if first is not row:
                 duplicates.append(Example(row.file, row.row, f"same image and caption as {first.file}:{first.row}"))
     report.add("duplicate_pairs", "duplicate image-caption pairs", WARNING, duplicates)
-    report.add("contradictory_labels", "the same pair with different labels", ERROR, contradictions)
 
     owners: dict[str, set[str]] = defaultdict(set)
     example_row: dict[str, Row] = {}
@@ -329,11 +337,10 @@ def _check_image_sizes(report: ValidationReport, rows: list[Row], images: dict[s
 
 
 def _check_match_labels(report: ValidationReport, rows: list[Row]) -> None:
-    missing = [Example(r.file, r.row, "no label") for r in rows if r.label is None]
-    wrong = [Example(r.file, r.row, f"label {r.label} (match labels are 1 = matches, 0 = does not)")
-             for r in rows if r.label is not None and r.label not in (0, 1)]
+    """Training a match model needs a label on every pair (labels other than 0/1 are row problems already)."""
+    missing = [Example(r.file, r.row, "no label (match labels are 1 = the text describes the image, 0 = it does "
+                                      "not; training needs one on every row)") for r in rows if r.label is None]
     report.add("missing_labels", "rows without a 0/1 label", ERROR, missing)
-    report.add("labels_not_binary", "labels other than 0 and 1", ERROR, wrong)
     counts = Counter(r.label for r in rows if r.label in (0, 1))
     total = sum(counts.values())
     report.labels = {"0": counts.get(0, 0), "1": counts.get(1, 0),
