@@ -30,6 +30,8 @@ def eval_cmd(
     format: Optional[str] = typer.Option(None, "--format", help="Force the data format."),
     image_root: Optional[str] = typer.Option(None, "--image-root", help="Resolve relative image paths here."),
     on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error or skip."),
+    skipped_path: Optional[Path] = typer.Option(None, "--skipped", help="With --on-bad-sample skip: write every "
+                                                "skipped sample as CSV here (file, row, key, reason)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -51,18 +53,24 @@ def eval_cmd(
         raise UsageError(f"missing option {' and '.join(missing)} (cliptune eval --help for usage)")
     quiet_libraries()
     from cliptune.data.load import load_dataset
+    from cliptune.data.skipped import distinct, summary, write_skipped
     from cliptune.inference.evaluate import evaluate_records
     from cliptune.models.registry import load_model
     from cliptune.report.table import comparison_table, metrics_record, write_json_atomic
 
     dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample,
                            **_run_split_settings(model))
+    if skipped_path is not None:
+        write_skipped(skipped_path, dataset.skipped)
+    if dataset.skipped:
+        console.print(summary(dataset.skipped, skipped_path), markup=False, highlight=False)
     records = dataset.records if split == "all" else dataset.split(split)
     if not records:
         raise UsageError(f"{data}: split {split!r} is empty; splits found: {dataset.splits or ['(none)']}")
     encoder = load_model(model)
     metrics = evaluate_records(encoder, records, progress=progress_enabled(quiet), batch_size=batch_size)
-    payload = metrics_record(metrics, model=model, data=data, split=split, skipped=len(dataset.skipped))
+    payload = metrics_record(metrics, model=model, data=data, split=split,
+                             skipped=len(distinct(dataset.skipped)))
     out.print(comparison_table(metrics, title=f"{model} on {split} ({metrics['n_images']} images, "
                                               f"{metrics['n_texts']} captions)"))
     if out_path is not None:

@@ -21,6 +21,8 @@ def to_wds_cmd(
     format: Optional[str] = typer.Option(None, "--format", help="Force the data format."),
     image_root: Optional[str] = typer.Option(None, "--image-root", help="Resolve relative image paths here."),
     on_bad_sample: str = typer.Option("error", "--on-bad-sample", help="error or skip."),
+    skipped_path: Optional[Path] = typer.Option(None, "--skipped", help="With --on-bad-sample skip: write every "
+                                                "skipped sample as CSV here (default: OUT/skipped.csv)."),
     split_ratios: str = typer.Option("0.8,0.1,0.1", "--split-ratios", help="train,val,test shares for data "
                                                                            "without splits."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split assignment for data without splits."),
@@ -29,6 +31,7 @@ def to_wds_cmd(
     from rich.table import Table
 
     from cliptune.data.load import load_dataset
+    from cliptune.data.skipped import SKIPPED_CSV, summary, write_skipped
     from cliptune.data.to_wds import write_shards
     from cliptune.errors import UsageError
 
@@ -38,9 +41,11 @@ def to_wds_cmd(
         raise UsageError(f"--split-ratios expects three numbers like 0.8,0.1,0.1, got {split_ratios!r}") from None
     dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample,
                            split_ratios=ratios, seed=seed)
-    if dataset.skipped:
-        console.print(f"[yellow]skipped {len(dataset.skipped)} bad samples[/] (first: {dataset.skipped[0]})")
     result = write_shards(dataset, out_dir, shard_size, reencode=reencode, quality=quality)
+    listed = skipped_path or out_dir / SKIPPED_CSV
+    write_skipped(listed, dataset.skipped)
+    if dataset.skipped:
+        console.print(summary(dataset.skipped, listed), markup=False, highlight=False)
     table = Table(title=f"WebDataset shards in {out_dir}")
     for column in ("split", "pattern", "shards", "samples", "MB"):
         table.add_column(column, justify="left" if column in ("split", "pattern") else "right")

@@ -18,7 +18,10 @@ def validate_cmd(
     image_root: Optional[str] = typer.Option(None, "--image-root", help="Resolve relative image paths here."),
     format: Optional[str] = typer.Option(None, "--format", help="Force the data format."),
     task: str = typer.Option("retrieval", "--task", help="retrieval, or match (0/1 labels required)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here (every "
+                                                                  "occurrence of every problem)."),
+    skipped_path: Optional[Path] = typer.Option(None, "--skipped", help="Write every bad row (what --on-bad-sample "
+                                                "skip leaves out) as CSV here: file, row, key, reason."),
     context_length: Optional[int] = typer.Option(None, "--context-length",
                                                  help="Text tokens the model takes (default: --model's, or 77)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec whose context length to check against."),
@@ -40,6 +43,11 @@ def validate_cmd(
 
         write_json_atomic(json_path, report.to_json())
         console.print(f"wrote {json_path}")
+    if skipped_path is not None:
+        from cliptune.data.skipped import write_skipped
+
+        count = write_skipped(skipped_path, report.bad_rows())
+        console.print(f"wrote {skipped_path} ({count} bad row(s))")
     if not report.usable:
         raise UsageError(f"{data}: not usable ({len(report.errors)} failing check(s) above); "
                          + ("fix them, or pass --on-bad-sample skip to leave bad rows out"
@@ -57,9 +65,13 @@ def _table(report):
     table.add_column("first offending rows (file:row)", overflow="fold")
     if not report.issues:
         table.add_row("all checks", "[green]ok[/]", "0", "")
+    from cliptune.data.validate import MAX_EXAMPLES
+
     for issue in report.issues:
         style = SEVERITY_STYLE.get(issue.severity, "")
-        examples = "\n".join(f"{e.where}: {e.detail}" for e in issue.examples)
+        examples = "\n".join(f"{e.where}: {e.detail}" for e in issue.examples[:MAX_EXAMPLES])
+        if len(issue.examples) > MAX_EXAMPLES:
+            examples += f"\n... {len(issue.examples) - MAX_EXAMPLES} more (all of them: --json or --skipped)"
         table.add_row(issue.title, f"[{style}]{issue.severity}[/]", str(issue.count), examples)
     return table
 

@@ -3,7 +3,8 @@
 Streamed training data is never indexed, so it cannot be split: a streamed run evaluates on separate, smaller data,
 read map-style like any other spec (a CSV, a COCO file, a few shards). Without streaming the same fields replace
 the val/test split of `data.path`. Every record of such a spec is used, whatever split it declares, and
-`data.image_root`, `data.on_bad_sample` and the WebDataset keys apply to it as to `data.path`.
+`data.image_root`, `data.on_bad_sample` and the WebDataset keys apply to it as to `data.path`. Evaluation images
+that are training images too (same file or same picture) are reported before training (`data/overlap.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from cliptune.data.formats import FORMATS, detect_format
 from cliptune.data.load import load_dataset
-from cliptune.data.records import Dataset
+from cliptune.data.overlap import find_overlap, shared_shards, warn
+from cliptune.data.records import Dataset, Record
+from cliptune.data.wds import expand_shards, is_shard_spec
 
 
 def eval_overrides(d) -> dict[str, str]:
@@ -36,9 +39,19 @@ def with_eval_sets(data: Dataset | None, d, group: bool = True) -> Dataset:
     overrides = eval_overrides(d)
     records = [r for r in data.records if r.split not in overrides] if data is not None else []
     skipped = list(data.skipped) if data is not None else []
+    train = [r for r in records if r.split == d.train_split]
     for split, spec in overrides.items():
         extra = load_eval_set(spec, split, d, group=group)
+        _warn_overlap(train, data is None, extra.records, split, spec, d)
         records.extend(extra.records)
         skipped.extend(extra.skipped)
     source = data.source if data is not None else str(d.path)
     return Dataset(records, source=source, skipped=skipped)
+
+
+def _warn_overlap(train: list[Record], streamed: bool, evaluation: list[Record], split: str, spec: str, d) -> None:
+    """Warn (loudly, before training) about evaluation images that are training images too."""
+    if not streamed:
+        warn(find_overlap(train, evaluation, split, spec))
+    elif is_shard_spec(d.path):
+        warn(shared_shards(expand_shards(d.path), evaluation, split, spec))

@@ -27,15 +27,17 @@ Each batch is a dict: `image` (stacked tensors when `transform` gives tensors, e
 batch on this reader, as "file, row key: reason" strings) and `dropped` (duplicates left out since the previous
 batch). In a DataLoader worker, a bad sample under `on_bad_sample="error"` ends the reader with one
 last batch `{"error": {"reason", "file", "row"}}` (a worker cannot raise a `DataError` intact to its parent);
-`raise_stream_error` raises it again where the batches are consumed. Skips after a reader's last batch have no batch to ride on: every skip is also logged, and
-`stream.skipped_count` (shared with the DataLoader's workers) is the total to put in the run summary.
+`raise_stream_error` raises it again where the batches are consumed. Skips after a reader's last batch have no
+batch to ride on: every skip is also logged and added to a `SkipLog` shared with the DataLoader's workers, so
+`stream.skipped_samples()` is the full list (distinct: a sample skipped in every epoch is one sample) and
+`stream.skipped_count` its length, for skipped.csv and the run summary. A shard that does not read to its
+end-of-archive marker is one bad sample named by the key where reading stopped (see `data/tar_integrity.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -49,6 +51,7 @@ from cliptune.data.images import load_image_bytes
 from cliptune.data.records import BadSample
 from cliptune.data.sampling import NoDuplicateBatcher, caption_key
 from cliptune.data.seeds import sample_generator, stable_seed
+from cliptune.data.skipped import SkipLog
 from cliptune.data.tar_integrity import DAMAGE_KIND, TarWalk
 from cliptune.data.wds import SampleLayout, expand_shards, group_members, missing_image
 from cliptune.errors import DataError, UsageError
@@ -128,12 +131,17 @@ class WebDatasetStream(IterableDataset):
         self.world_size = world_size
         self.max_pending = max_pending
         self.epoch = 0
-        self._skipped = multiprocessing.Value("q", 0)  # shared with forked or spawned DataLoader workers
+        self._skips = SkipLog()  # shared with forked or spawned DataLoader workers
 
     @property
     def skipped_count(self) -> int:
-        """Bad samples skipped so far by every reader of this stream (workers included), over all epochs."""
-        return int(self._skipped.value)
+        """Distinct bad samples skipped so far by every reader of this stream (workers included): a sample met in
+        several epochs counts once."""
+        return len(self._skips.samples())
+
+    def skipped_samples(self) -> list[BadSample]:
+        """Every distinct bad sample skipped so far, by every reader (for skipped.csv)."""
+        return self._skips.samples()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -230,8 +238,7 @@ class WebDatasetStream(IterableDataset):
             raise DataError(bad.reason, file=bad.file, row=bad.row)
         log.warning("skipped bad sample: %s", bad)
         skipped.append(str(bad))
-        with self._skipped.get_lock():
-            self._skipped.value += 1
+        self._skips.add(bad)
 
     def _shard_order(self) -> list[str]:
         shards = list(self.shards)

@@ -95,6 +95,9 @@ class IndexedBatches:
         self.steps_per_epoch: int | None = max(1, len(train) // self.batch_size) // accum_steps or 1
         self.skipped_count = 0  # bad rows were left out (and counted) when the data was loaded
 
+    def skipped_samples(self) -> list:
+        return []  # listed in Dataset.skipped when the data was loaded
+
     def plan(self, epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """This epoch's batches of image indices and the caption index each image shows."""
         draws = epoch_caption_draws(len(self.train), self.seed, epoch)
@@ -138,6 +141,9 @@ class StreamedBatches:
     @property
     def skipped_count(self) -> int:
         return self.stream.skipped_count
+
+    def skipped_samples(self) -> list:
+        return self.stream.skipped_samples()
 
     def epoch(self, epoch: int, skip_steps: int) -> Iterator[Step]:
         self.stream.set_epoch(epoch)  # a new DataLoader iterator (fresh workers) per epoch picks it up

@@ -59,6 +59,7 @@ def resolve_run(config_path: str | None, overrides: list[str], resume: str | Non
 def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = True, console=None) -> TrainResult:
     from cliptune.data.eval_sets import with_eval_sets
     from cliptune.data.load import load_dataset
+    from cliptune.data.skipped import write_run_skipped
 
     if not cfg.data.path:
         raise UsageError("no training data: set data.path in the config or pass --data")
@@ -77,15 +78,15 @@ def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = T
                             split_ratios=d.split_ratios, seed=d.split_seed, group=group,
                             format_options={"image_key": d.wds_image_key, "caption_key": d.wds_caption_key})
         data = with_eval_sets(data, d, group=group)
-    if data.skipped and console is not None:
-        console.print(f"[yellow]skipped {len(data.skipped)} bad samples[/] (first: {data.skipped[0]})")
+    if is_main:
+        write_run_skipped(run.path, data.skipped, console)  # now, so a run that stops early still lists them
     model = build_model(cfg)
     trainer = Trainer(cfg, model, data, run, progress=progress, console=console)
     result = trainer.fit(resume=resume)
+    skipped = write_run_skipped(run.path, data.skipped + result.extra.get("skipped", [])) if is_main else 0
     if trainer.wise_base is not None and result.after is not None and cfg.train.task != "match":
         _wise_ft(cfg, trainer.wise_base, model, data, run, result, progress, console)
     if result.after is not None and is_main:
-        skipped = len(data.skipped) + result.extra.get("skipped_samples", 0)  # streamed ones are counted as read
         common = dict(model=cfg.model.spec, data=str(d.path), split=cfg.eval.split, skipped=skipped)
         if cfg.train.task == "match":
             from cliptune.train.match import match_run_record

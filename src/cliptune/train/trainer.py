@@ -430,7 +430,8 @@ class Trainer:
                                 batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
             after = {"match": done["test"]} if done["test"] is not None else None
         return TrainResult(self.run.path, step, before, after, stopper.best_step, stopper.should_stop,
-                           time.time() - t_start, extra={"skipped_samples": source.skipped_count})
+                           time.time() - t_start, extra={"skipped_samples": source.skipped_count,
+                                                         "skipped": source.skipped_samples()})
 
     def _say(self, text: str) -> None:
         if self.console is not None:
