@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 from PIL import Image
 
+from cliptune.data.builders import emoji as emoji_module
 from cliptune.data.builders.emoji import NOTO_COLOR_EMOJI, Renderer, build_emoji, caption, filename
 from cliptune.data.load import load_dataset
 from cliptune.errors import CliptuneError
@@ -96,3 +98,25 @@ def test_build_refuses_to_replace_a_foreign_folder(tmp_path):
     with pytest.raises(CliptuneError, match="not an emoji build"):
         build_emoji(tmp_path, limit=1, progress=False)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_identical_pictures_are_one_image_with_every_caption(tmp_path, monkeypatch):
+    """Noto draws the flags of France and Clipperton Island alike: one picture file carries both captions, so
+    the two can never land in different splits."""
+    from cliptune.data.load import load_dataset
+    from cliptune.data.validate import validate_dataset
+
+    subset = ["\U0001F1E8\U0001F1F5", "\U0001F1E9\U0001F1EA", "\U0001F1EB\U0001F1F7", "\U0001F600"]
+    monkeypatch.setattr(emoji_module, "candidates", lambda: list(subset))
+    path = build_emoji(tmp_path / "emoji", size=32, progress=False)
+    rows = path.read_text().splitlines()[1:]
+    assert rows == ["1f1e8-1f1f5.png,flag: clipperton island", "1f1e9-1f1ea.png,flag: germany",
+                    "1f1e8-1f1f5.png,flag: france", "1f600.png,grinning face"]
+    assert sorted(p.name for p in (tmp_path / "emoji").glob("*.png")) == ["1f1e8-1f1f5.png", "1f1e9-1f1ea.png",
+                                                                         "1f600.png"]
+    info = json.loads((tmp_path / "emoji" / "emoji.json").read_text())
+    assert info["images"] == 3 and info["same_picture"] == [["flag: clipperton island", "flag: france"]]
+    records = load_dataset(path, split_ratios=(0.5, 0.25, 0.25)).records
+    assert sorted(len(r.captions) for r in records) == [1, 1, 2]
+    checks = {i.check for i in validate_dataset(path).issues}
+    assert not checks & {"duplicate_images", "content_in_two_splits", "image_in_two_splits"}

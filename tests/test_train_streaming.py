@@ -129,10 +129,14 @@ def test_skipped_streamed_samples_are_counted_in_metrics(tmp_path, shards):
     cfg = _cfg(tmp_path, shards, "skip", "train.max_steps=2", "data.num_workers=1", "data.on_bad_sample=skip",
                f"data.path={_with_bad_sample(shards, tmp_path)}", "eval.before=false")
     run, result = _train(cfg)
-    # 10 good samples make one batch of 8 per pass, so 2 steps read the shard twice: a bad sample counts once
-    # per epoch that meets it
-    assert result.extra["skipped_samples"] == 2
-    assert json.loads((run.path / "metrics.json").read_text())["skipped_samples"] == 2
+    # 10 good samples make one batch of 8 per pass, so 2 steps read the shard twice: the bad sample is met in
+    # both epochs and counted once, as one distinct sample
+    assert result.extra["skipped_samples"] == 1
+    assert json.loads((run.path / "metrics.json").read_text())["skipped_samples"] == 1
+    from cliptune.data.skipped import read_skipped
+
+    (listed,) = read_skipped(run.path / "skipped.csv")
+    assert listed.file.endswith("bad/train-000000.tar") and listed.row == "broken"
 
 
 def test_cli_streams_with_separate_eval_data_and_exits_2_on_bad_samples(tmp_path, shards, monkeypatch, capsys):

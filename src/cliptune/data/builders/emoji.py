@@ -3,12 +3,14 @@ Unicode CLDR name ("grinning face with big eyes", "flag: france", "waving hand: 
 
 Thousands of small pictures whose captions differ by one word (skin tones, genders, flags) make a quick but honest
 retrieval benchmark. Pillow draws color emoji only at the font's bitmap size (109 px), so each is rendered there,
-cropped to its ink, centred on a white square and resized.
+cropped to its ink, centred on a white square and resized. Emoji the font draws identically share one picture
+file that carries all their captions.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -156,10 +158,11 @@ def build_emoji(out_dir: str | Path, size: int = 72, limit: int | None = None, p
     render = Renderer(Path(font), size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        rows, missing = _render_all(render, tmp, limit, progress)
+        rows, missing, merged = _render_all(render, tmp, limit, progress)
         seconds = time.perf_counter() - started
         _write_csv(tmp / CSV_NAME, rows)
-        info = {"rendered": len(rows), "no_glyph": len(missing), "no_glyph_names": missing, "size": size,
+        info = {"rendered": len(rows), "images": len({file for file, _ in rows}), "same_picture": merged,
+                "no_glyph": len(missing), "no_glyph_names": missing, "size": size,
                 "limit": limit, "font": str(font), "emoji_package": emoji_lib.__version__, "seconds": round(seconds, 1)}
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace(tmp, out_dir)
@@ -182,10 +185,18 @@ def _warn_if_different(out_dir: Path, size: int, limit: int | None) -> None:
 
 
 def _render_all(render: Renderer, folder: Path, limit: int | None,
-                progress: bool) -> tuple[list[CsvRow], list[str]]:
-    """Rendered (file, caption) rows and the names of emoji the font cannot draw."""
+                progress: bool) -> tuple[list[CsvRow], list[str], list[list[str]]]:
+    """Rendered (file, caption) rows, the names of emoji the font cannot draw, and the captions merged onto an
+    earlier emoji's picture.
+
+    The font draws some emoji identically (`flag: france` and `flag: clipperton island`): such a picture is
+    written once and gets every caption (one image, several positives), so no picture is in two splits and no
+    caption is trained as the negative of an identical picture.
+    """
     rows: list[CsvRow] = []
     missing: list[str] = []
+    merged: list[list[str]] = []  # [caption of the kept picture, caption merged onto it]
+    first: dict[bytes, CsvRow] = {}  # pixel digest -> (file, caption) of the first emoji drawn so
     todo = candidates()
     # With a limit the bar counts pictures written; without one, emoji tried (some have no glyph).
     with tqdm(total=limit or len(todo), desc="rendering emoji", unit="emoji", disable=not progress) as bar:
@@ -196,10 +207,15 @@ def _render_all(render: Renderer, folder: Path, limit: int | None,
             if image is None:
                 missing.append(caption(e))
             else:
-                image.save(folder / filename(e))
-                rows.append((filename(e), caption(e)))
+                digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+                kept = first.setdefault(digest, (filename(e), caption(e)))
+                if kept[0] == filename(e):
+                    image.save(folder / filename(e))
+                else:
+                    merged.append([kept[1], caption(e)])
+                rows.append((kept[0], caption(e)))
             bar.update(1 if limit is None or image is not None else 0)
-    return rows, missing
+    return rows, missing, merged
 
 
 def _write_csv(path: Path, rows: list[CsvRow]) -> None:
