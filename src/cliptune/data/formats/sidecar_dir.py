@@ -33,7 +33,7 @@ def detect(path: Path) -> bool:
 def read(path: Path, image_root: Path | None = None) -> Iterator[Row | BadSample]:
     """`image_root` is ignored: images are wherever their caption files are."""
     folder = str(path)
-    listing = _scan(path)
+    listing, texts = _scan(path)
     images = [image for image, _ in listing]
     if not images:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in the folder", file=folder)
@@ -42,7 +42,6 @@ def read(path: Path, image_root: Path | None = None) -> Iterator[Row | BadSample
         rel = image.relative_to(path).as_posix()
         captioned.update(sidecars.get(".txt", []))
         yield _row(image, rel, path, folder, sidecars)
-    texts = [p for folder_texts in _texts(path) for p in folder_texts]
     orphans = sorted(t.relative_to(path).as_posix() for t in texts if t not in captioned)
     if orphans:  # could be a README as well as a caption whose image is gone: say so, do not fail on it
         log.warning("%s: %d .txt file(s) have no image next to them, e.g. %s", folder, len(orphans), orphans[0])
@@ -51,26 +50,23 @@ def read(path: Path, image_root: Path | None = None) -> Iterator[Row | BadSample
 Sidecars = dict[str, list[Path]]  # lower-case extension (".txt", ".json") -> files with the image's stem
 
 
-def _scan(path: Path) -> list[tuple[Path, Sidecars]]:
-    """Every image under `path` (sorted, depth first) with its sidecar files; hidden files and folders
-    (.DS_Store, ._x.jpg) are skipped."""
-    listing = []
+def _scan(path: Path) -> tuple[list[tuple[Path, Sidecars]], list[Path]]:
+    """Every image under `path` (sorted, depth first) with its sidecar files, and every .txt file; hidden files
+    and folders (.DS_Store, ._x.jpg) are skipped."""
+    listing, texts = [], []
     for folder, names in _walk(path):
         by_stem: dict[str, Sidecars] = {}
         for name in names:
             stem, suffix = os.path.splitext(name)
             if suffix.lower() in (".txt", ".json"):
                 by_stem.setdefault(stem, {}).setdefault(suffix.lower(), []).append(folder / name)
+            if suffix.lower() == ".txt":
+                texts.append(folder / name)
         for name in names:
             stem, suffix = os.path.splitext(name)
             if suffix.lower() in IMAGE_SUFFIXES:
                 listing.append((folder / name, by_stem.get(stem, {})))
-    return listing
-
-
-def _texts(path: Path) -> Iterator[list[Path]]:
-    for folder, names in _walk(path):
-        yield [folder / n for n in names if os.path.splitext(n)[1].lower() == ".txt"]
+    return listing, texts
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
