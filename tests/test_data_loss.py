@@ -34,7 +34,7 @@ TRAIN = ["--model", "tiny-clip", "--set", "train.batch_size=8", "--set", "eval.r
          "--set", "eval.before=false", "-q"]
 
 
-# ---- helpers ------------------------------------------------------------------------------------------------------
+# ---- generated data --------------------------------------------------------------------------------------------------
 
 def png(path: Path, seed: int, size: int = 16) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def skipped_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# ---- the walk itself --------------------------------------------------------------------------------------------
+# ---- the walk itself -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["intact", "half", "header", "boundary", "gzip_cut"])
 def test_tar_walk_reads_to_the_end_or_says_where_it_stopped(tmp_path, damage):
@@ -139,7 +139,7 @@ def test_in_place_reads_name_the_damage(tmp_path):
     assert "truncated or corrupt" in check_image(member_ref(shard, "0004.png"))
 
 
-# ---- damaged shards through every command ----------------------------------------------------------------------
+# ---- damaged shards through every command ----------------------------------------------------------------------------
 
 @pytest.fixture
 def damaged(tmp_path, shapes_csv) -> dict[str, str]:
@@ -208,7 +208,7 @@ def test_training_refuses_or_lists_damaged_shards(tmp_path, damaged, monkeypatch
     assert json.loads((run / "metrics.json").read_text())["skipped_samples"] == len(rows)
 
 
-# ---- undecodable pixels -----------------------------------------------------------------------------------------
+# ---- undecodable pixels ----------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def broken_png_csv(tmp_path) -> Path:
@@ -246,7 +246,7 @@ def test_corrupt_png_pixels_are_found_by_validate_and_skipped_everywhere(tmp_pat
     assert [(r["row"], "decode" in r["reason"]) for r in rows] == [("13", True)]
 
 
-# ---- label rules --------------------------------------------------------------------------------------------------
+# ---- label rules -----------------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def match_csv(tmp_path) -> Path:
@@ -299,7 +299,7 @@ def test_class_names_in_the_label_column_are_metadata_for_retrieval(tmp_path, mo
     assert code == 0
 
 
-# ---- sidecar folders ------------------------------------------------------------------------------------------------
+# ---- sidecar folders -------------------------------------------------------------------------------------------------
 
 def test_sidecar_folders_follow_symlinks_and_match_extensions_in_any_case(tmp_path, monkeypatch, capsys):
     elsewhere = tmp_path / "elsewhere"
@@ -325,7 +325,7 @@ def test_sidecar_folders_follow_symlinks_and_match_extensions_in_any_case(tmp_pa
     assert code == 2 and "symlink loop" in stdout
 
 
-# ---- skipped lists and counts -----------------------------------------------------------------------------------
+# ---- skipped lists and counts ----------------------------------------------------------------------------------------
 
 def test_validate_json_lists_every_occurrence(tmp_path, monkeypatch, capsys):
     for i in range(3):
@@ -357,7 +357,7 @@ def test_skip_log_counts_distinct_samples_across_processes(tmp_path):
     assert read_skipped(tmp_path / "s.csv") == [bad]
 
 
-# ---- train vs separately given evaluation data --------------------------------------------------------------------
+# ---- train vs separately given evaluation data -----------------------------------------------------------------------
 
 def test_overlap_between_training_and_test_data_is_reported_before_training(tmp_path, shapes_csv, caplog):
     from cliptune.config import load_config
