@@ -60,15 +60,19 @@ def _quiet_transformers():
 
 
 def _load_text_model(directory: Path):
-    """AutoModel + tokenizer from a local directory; BERT-family models are loaded without their unused pooler."""
+    """AutoModel + tokenizer from a local directory; BERT-family models are loaded without their unused pooler.
+
+    Always in float32, whatever the folder's dtype: half-precision master weights lose small updates to rounding.
+    """
     from transformers import AutoModel, AutoTokenizer
 
+    kw = {"local_files_only": True, "dtype": torch.float32}
     try:
         with _quiet_transformers():
             try:
-                model = AutoModel.from_pretrained(str(directory), local_files_only=True, add_pooling_layer=False)
+                model = AutoModel.from_pretrained(str(directory), add_pooling_layer=False, **kw)
             except TypeError:  # families without a pooler option
-                model = AutoModel.from_pretrained(str(directory), local_files_only=True)
+                model = AutoModel.from_pretrained(str(directory), **kw)
             tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{directory}: cannot load a Hugging Face text model ({err})") from err

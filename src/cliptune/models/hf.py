@@ -4,6 +4,9 @@ The wrapped `CLIPModel`/`SiglipModel` stays the single owner of the weights: the
 encoder's `logit_scale`/`logit_bias` are the model's own parameters, so what is trained is exactly what
 `save_pretrained` writes and any transformers user can load the export with `AutoModel.from_pretrained(dir)`.
 
+Checkpoints load in float32 whatever dtype they were saved in (fp32 master weights; autocast does mixed precision),
+and a folder without its tokenizer or image processor is refused (`hf_files`) rather than half-loaded.
+
 A model family is a table entry (`FAMILIES`): which transformers class, which towers, how wide the embedding is and
 how text is padded. Adding another CLIP-like family means two tower classes and one entry.
 """
@@ -26,6 +29,7 @@ from torch import nn
 
 from cliptune.errors import ModelLoadError, UsageError
 from cliptune.models.base import DualEncoder, Features
+from cliptune.models.hf_files import require_complete_folder, require_real_tokenizer
 from cliptune.models.hf_towers import (
     ClipTextTower,
     ClipVisionTower,
@@ -51,7 +55,9 @@ class HFFamily:
     embed_dim: Callable[[Any], int]  # config → embedding width
     max_logit_scale: float  # CLIP clamps exp(logit_scale) at 100; SigLIP does not clamp
     always_pad_to_max: bool  # SigLIP pools the last position, so text must always be padded to the full length
-    default_processor: Callable[[int], Any]  # image size → image processor, for folders saved without one
+    default_processor: Callable[[int], Any]  # image size → image processor, for models built in code
+    processor_class: str  # what saves tokenizer + image processor in one call (named in error messages)
+    tokenizer_files: tuple[tuple[str, ...], ...]  # alternatives: any one complete group is a loadable tokenizer
 
 
 def clip_image_processor(size: int):
@@ -76,6 +82,8 @@ FAMILIES.register("clip")(
         max_logit_scale=100.0,
         always_pad_to_max=False,
         default_processor=clip_image_processor,
+        processor_class="CLIPProcessor",
+        tokenizer_files=(("tokenizer.json",), ("vocab.json", "merges.txt")),
     )
 )
 FAMILIES.register("siglip")(
@@ -87,6 +95,8 @@ FAMILIES.register("siglip")(
         max_logit_scale=math.inf,
         always_pad_to_max=True,
         default_processor=siglip_image_processor,
+        processor_class="SiglipProcessor",
+        tokenizer_files=(("tokenizer.json",), ("spiece.model",)),
     )
 )
 
@@ -250,28 +260,34 @@ class HFClipEncoder(DualEncoder):
     def from_pretrained(
         cls, source: str | os.PathLike, spec: str | None = None, local_files_only: bool = True, **hf_kwargs
     ) -> "HFClipEncoder":
-        """Load model, tokenizer and (optional) image processor from a folder or, if allowed, the hub."""
+        """Model, tokenizer and image processor from a complete folder or, if allowed, the hub.
+
+        Weights load in float32 whatever the checkpoint's dtype: many hub checkpoints are bf16/fp16, and Adam's
+        small updates vanish in bf16 rounding (training in half precision is autocast's job, not the master
+        weights'). Exports are therefore float32 too.
+        """
         import transformers
         from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
         source = os.fspath(source)
+        hf_kwargs.setdefault("dtype", torch.float32)
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=local_files_only)
             family = family_of(config)
+            if Path(source).is_dir():
+                require_complete_folder(Path(source), family.tokenizer_files, family.processor_class)
             model_class = getattr(transformers, family.model_class)
             with _quiet_transformers():
                 model = model_class.from_pretrained(
                     source, config=config, local_files_only=local_files_only, **hf_kwargs
                 )
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+            processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
         except ModelLoadError:
             raise
         except Exception as err:  # transformers raises many types for a bad folder; all mean "cannot load this"
             raise ModelLoadError(f"{source}: cannot load Hugging Face model ({type(err).__name__}: {err})") from err
-        try:
-            processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
-        except Exception:
-            processor = None  # fall back to the family's standard preprocessing at the model's input size
+        require_real_tokenizer(tokenizer, source, family.processor_class)
         return cls(model, tokenizer, processor, spec=spec)
 
 
