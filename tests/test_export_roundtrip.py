@@ -5,6 +5,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import pytest
 import torch
 from zoo_helpers import CAPTIONS, embeddings, make_tiny_bert, pixels, train_steps
 
@@ -13,8 +14,8 @@ from cliptune.models.freeze import apply_freeze, plan_from_config
 from cliptune.models.registry import load_model
 
 
-def _train_export_reload(model, directory):
-    losses = train_steps(model, steps=5)
+def _train_export_reload(model, directory, steps: int = 5):
+    losses = train_steps(model, steps=steps)
     assert all(torch.isfinite(torch.tensor(losses)))
     px = pixels(model)
     image, text = embeddings(model, px)
@@ -74,3 +75,47 @@ def test_composed_round_trip_parts_load_natively(tmp_path):
     trained = model.image_tower.backbone.model.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in backbone.state_dict().items())
     assert torch.equal(text.embeddings.word_embeddings.weight, model.text_model.embeddings.word_embeddings.weight)
+
+
+# One small example of every image backbone family composed: supports; a new family needs an entry here.
+BACKBONE_EXAMPLES = {
+    "timm:VisionTransformer": "test_vit",
+    "timm:ResNet": "test_resnet",
+    "timm:ConvNeXt": "test_convnext",
+    "timm:EfficientNet": "test_efficientnet",
+    "timm:*": "test_byobnet",
+    "tv:ResNet": "tv:resnet18",
+}
+
+
+def test_every_backbone_family_has_a_round_trip_example():
+    from cliptune.models.backbones import BACKBONE_FAMILIES
+
+    assert set(BACKBONE_EXAMPLES) == set(BACKBONE_FAMILIES.names())
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.mark.parametrize("family", sorted(BACKBONE_EXAMPLES))
+def test_composed_round_trip_for_every_backbone_family(tmp_path, bert_dir, family):
+    from cliptune.models.backbones import BACKBONE_FAMILIES
+
+    image = BACKBONE_EXAMPLES[family]
+    model = load_model(f"composed:{image}+hf:{bert_dir}", image_size=32)
+    assert type(model.image_tower.backbone) is BACKBONE_FAMILIES.get(family)
+    _train_export_reload(model, tmp_path / "composed", steps=2)  # trained: BatchNorm statistics moved too
+
+
+def test_torchvision_backbone_loads_imagenet_layout_weights(tmp_path, bert_dir):
+    """A torchvision checkpoint keeps its classifier (`fc.*`); the backbone drops it and loads the rest."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    net = torchvision.models.resnet18(weights=None)
+    torch.nn.init.constant_(net.conv1.weight, 0.01)
+    save_file(net.state_dict(), str(tmp_path / "r18.safetensors"))
+    model = load_model(f"composed:tv:resnet18@{tmp_path / 'r18.safetensors'}+hf:{bert_dir}", image_size=32)
+    assert torch.all(model.image_tower.backbone.model.conv1.weight == 0.01)

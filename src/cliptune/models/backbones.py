@@ -244,18 +244,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
         )
 
 
-def build_backbone(name: str, weights: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
-    """`<timm name>` or `tv:<torchvision name>`, randomly initialised unless a local `weights` file is given."""
-    if name.startswith(TORCHVISION_PREFIX):
-        model = _create_torchvision(name[len(TORCHVISION_PREFIX):])
-        source = "tv"
-    else:
-        model = _create_timm(name, image_size)
-        source = "timm"
-    if weights is not None:
-        if not Path(weights).expanduser().is_file():
-            raise ModelLoadError(f"{weights}: backbone weights file not found")
-        load_backbone_weights(model, Path(weights).expanduser())
+def _wrap(model: nn.Module, source: str) -> Backbone:
     family = f"{source}:{type(model).__name__}"
     if family in BACKBONE_FAMILIES:
         return BACKBONE_FAMILIES.get(family)(model)
@@ -263,6 +252,23 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, image_si
         return TimmWhole(model)
     known = ", ".join(n for n in BACKBONE_FAMILIES.names() if n.startswith("tv:"))
     raise ModelLoadError(f"torchvision {type(model).__name__} backbones are not supported; supported: {known}")
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None, image_size: int | None = None) -> Backbone:
+    """`<timm name>` or `tv:<torchvision name>`, randomly initialised unless a local `weights` file is given.
+
+    Weights load after the family has removed the classifier (torchvision models keep theirs until then), so a
+    checkpoint with an ImageNet classifier and a backbone-only export (which has none) both fit.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        backbone = _wrap(_create_torchvision(name[len(TORCHVISION_PREFIX):]), "tv")
+    else:
+        backbone = _wrap(_create_timm(name, image_size), "timm")
+    if weights is not None:
+        if not Path(weights).expanduser().is_file():
+            raise ModelLoadError(f"{weights}: backbone weights file not found")
+        load_backbone_weights(backbone.model, Path(weights).expanduser())
+    return backbone
 
 
 def backbone_preprocess(backbone: Backbone, image_size: int | None) -> dict:

@@ -11,7 +11,8 @@ The text encoder is frozen by default (`default_freeze`), as pretrained sentence
 well and the image side has the most to learn; `model.preset: unfreeze` trains it too.
 
 Export: each part in its own native format, so each is reusable on its own: `image_backbone.safetensors` (the
-backbone's state dict, loadable with `timm.create_model(name, num_classes=0)`), `text/` (`save_pretrained` model and
+backbone's state dict without a classifier: loadable with `timm.create_model(name, num_classes=0)`, or into a
+torchvision model whose `fc` is `nn.Identity()`), `text/` (`save_pretrained` model and
 tokenizer), `heads.safetensors` (pooling, projections, logit scale) and `cliptune.json`.
 """
 
