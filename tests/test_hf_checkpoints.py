@@ -149,3 +149,78 @@ def test_half_precision_text_model_of_a_composed_model_loads_in_float32(tmp_path
     AutoModel.from_pretrained(bert).to(torch.bfloat16).save_pretrained(bert)
     model = load_model(f"composed:test_resnet+hf:{bert}", image_size=32)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+# ---- a real SigLIP folder -------------------------------------------------------------------------------------------
+SP_SENTENCES = ["a photo of a cat", "a red circle on dark", "the blue square on light white wall", "a dog on a bicycle",
+                "green triangle", "yellow cross", "purple square", "orange circle on light"]
+
+
+def _siglip_folder(directory):
+    """A tiny SigLIP saved as the hub's are: SiglipModel weights, a sentencepiece `spiece.model`, the processor."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
+
+    directory.mkdir(parents=True)
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(SP_SENTENCES * 20), model_writer=buffer, vocab_size=40,
+                                   hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
+                                   bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", minloglevel=2)
+    (directory / "source.model").write_bytes(buffer.getvalue())
+    tokenizer = SiglipTokenizer(vocab_file=str(directory / "source.model"), model_max_length=16)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SiglipModel(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    (directory / "source.model").unlink()
+    return directory, model.eval()
+
+
+def test_siglip_folder_with_sentencepiece_tokenizer_embeds_trains_exports_and_reloads(tmp_path):
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+    from zoo_helpers import train_steps
+
+    directory, native = _siglip_folder(tmp_path / "siglip")
+    assert (directory / "spiece.model").is_file() and not (directory / "tokenizer.json").exists()
+    model = load_model(f"hf:{directory}")
+    assert type(model.tokenizer) is SiglipTokenizer and model.model_type == "siglip"
+
+    # captions become the sentencepiece model's own ids (+ </s>), padded to the full length as SigLIP expects
+    pieces = spm.SentencePieceProcessor(model_file=str(directory / "spiece.model"))
+    short = [SP_SENTENCES[i] for i in (0, 1, 4, 6)]  # shorter than the 16-token context
+    ids = model.tokenize(short)["input_ids"]
+    assert ids.shape == (4, 16)
+    for row, sentence in zip(ids.tolist(), short):
+        expected = pieces.encode(sentence) + [pieces.eos_id()]
+        assert row[:len(expected)] == expected and set(row[len(expected):]) <= {model.tokenizer.pad_token_id}
+        assert len(set(expected)) > 3  # real pieces, not unknowns
+
+    px = pixels(model)
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(px), torch.nn.functional.normalize(
+            native.get_image_features(pixel_values=px).pooler_output, dim=-1))
+        assert torch.equal(model.encode_text({"input_ids": ids}), torch.nn.functional.normalize(
+            native.get_text_features(input_ids=ids).pooler_output, dim=-1))
+
+    losses = train_steps(model, steps=3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    model.save(tmp_path / "export")
+    reloaded = load_model(str(tmp_path / "export"))
+    assert type(reloaded.tokenizer) is SiglipTokenizer
+    assert torch.equal(reloaded.tokenize(short)["input_ids"], ids)
+    with torch.no_grad():
+        assert torch.equal(reloaded.encode_image(px), model.encode_image(px))
+        assert torch.equal(reloaded.encode_text({"input_ids": ids}), model.encode_text({"input_ids": ids}))
+    assert reloaded.logit_bias.item() == model.logit_bias.item()
