@@ -35,7 +35,7 @@ def _lacks(message: str) -> str:
     return message.split(" lacks ", 1)[1].split(" (it looks like", 1)[0]
 
 
-# ---- incomplete folders -----------------------------------------------------------------------------------------------
+# ---- incomplete folders ---------------------------------------------------------------------------------------------
 def test_folder_without_tokenizer_is_refused_naming_files_and_fix(tiny, tmp_path):
     directory = _save(tiny, tmp_path / "clip", tokenizer=False)
     with pytest.raises(ModelLoadError) as err:
@@ -127,7 +127,8 @@ def test_half_precision_checkpoint_trains_in_float32_and_exports_float32(tiny, t
     px = pixels(model)
     with torch.no_grad():
         assert torch.equal(reloaded.encode_image(px), model.encode_image(px))
-        assert torch.equal(reloaded.encode_text(reloaded.tokenize(CAPTIONS)), model.encode_text(model.tokenize(CAPTIONS)))
+        tokens = model.tokenize(CAPTIONS)
+        assert torch.equal(reloaded.encode_text(reloaded.tokenize(CAPTIONS)), model.encode_text(tokens))
 
 
 def test_half_precision_master_weights_would_lose_the_updates(tiny, tmp_path):

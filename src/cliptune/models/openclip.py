@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,21 @@ from torch import nn
 
 from cliptune.errors import ModelLoadError, UsageError
 from cliptune.models.base import DualEncoder, Features
+from cliptune.models.openclip_spec import (
+    CONFIG_FILE,
+    arch_of_weights_file,
+    canonical_arch,
+    looks_like_path,
+    missing_path,
+    quickgelu_arch,
+    split_arch,
+    weights_path,
+)
 from cliptune.models.openclip_towers import text_tower, vision_tower
 from cliptune.models.registry import BACKENDS, DIRECTORY_KINDS, EXPORT_META, SPECS, DirectoryKind, write_export_meta
 from cliptune.models.weights import LOADERS
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
-CONFIG_FILE = "open_clip_config.json"
 CONFIG_DIR = Path(__file__).parent / "configs" / "openclip"  # tiny architectures shipped for tests and smoke runs
 
 
@@ -201,13 +211,18 @@ def _model_cfg(arch: str, quick_gelu: bool, image_size: int | None, context_leng
     return cfg
 
 
+def _unknown_arch(arch: str) -> ModelLoadError:
+    known = _open_clip().list_models()
+    similar = [m for m in known if m.lower().startswith(arch.replace("/", "-").lower()[:4])][:8]
+    return ModelLoadError(f"unknown open_clip architecture {arch!r}; similar: {', '.join(similar) or 'none'} "
+                          f"(all: open_clip.list_models())")
+
+
 def _known_arch(arch: str) -> str:
-    open_clip = _open_clip()
-    name = arch.replace("/", "-")
-    if name not in open_clip.list_models():
-        similar = [m for m in open_clip.list_models() if m.lower().startswith(name.lower()[:4])][:8]
-        raise ModelLoadError(f"unknown open_clip architecture {arch!r}; similar: {', '.join(similar) or 'none'} "
-                             f"(all: open_clip.list_models())")
+    """open_clip's name for `arch` (`ViT-B/32` spellings allowed), or an error listing similar names."""
+    name = canonical_arch(arch, _open_clip().list_models())
+    if name is None:
+        raise _unknown_arch(arch)
     return name
 
 
@@ -219,6 +234,8 @@ def build_from_arch(arch: str, weights: str | os.PathLike | None = None, tag_cfg
     arch = _known_arch(arch)
     tag_cfg = tag_cfg or {}
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    if quick_gelu:  # e.g. OpenAI's weights: built from open_clip's `<arch>-quickgelu` config, as its tags there are
+        arch = quickgelu_arch(arch, _open_clip().list_models())
     from open_clip.transform import merge_preprocess_dict
 
     preprocess = merge_preprocess_dict({}, tag_cfg)  # the tag's mean/std/resize settings, if any
@@ -238,14 +255,15 @@ def build_from_arch(arch: str, weights: str | os.PathLike | None = None, tag_cfg
     return OpenClipEncoder(model, arch, model_cfg, _tokenizer(arch, model_cfg), spec=spec)
 
 
-def load_directory(directory: Path, spec: str | None = None) -> OpenClipEncoder:
-    """open_clip's `local-dir:` layout: `open_clip_config.json` + weights (+ HF tokenizer files), e.g. our export."""
+def load_directory(directory: Path, spec: str | None = None, weights: Path | None = None) -> OpenClipEncoder:
+    """open_clip's `local-dir:` layout: `open_clip_config.json` + weights (+ HF tokenizer files), e.g. our export;
+    `weights` picks one file when the folder holds several."""
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
         model_cfg = config["model_cfg"]
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{directory / CONFIG_FILE}: not an open_clip config ({err})") from None
-    weights = _find_weights(directory)
+    weights = weights or _find_weights(directory)
     model = _create(f"local-dir:{directory}")
     load_weights(model, weights)
     meta_path = directory / EXPORT_META
@@ -290,13 +308,17 @@ def _cached_tag_file(tag_cfg: dict) -> str | None:
 
 
 def _no_hub(arch: str, tag: str, tag_cfg: dict) -> ModelLoadError:
+    file_arch = quickgelu_arch(arch, _open_clip().list_models()) if tag_cfg.get("quick_gelu") else arch
+    why = (f" ({file_arch}, not {arch}: the {tag!r} weights were trained with QuickGELU, and {arch}'s config "
+           f"uses GELU)" if file_arch != arch else "")
     hub = tag_cfg.get("hf_hub", "")
     where = (f"huggingface_hub.hf_hub_download('{os.path.split(hub)[0]}', 'open_clip_model.safetensors')" if hub
              else f"open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')")
     return ModelLoadError(
         f"openclip:{arch}/{tag}: the pretrained tag {tag!r} needs the model hub, which is not reachable from here, "
         f"and its weights are not in the local cache. Download them where the hub is reachable ({where}), copy the "
-        f"file here and use the local file instead of the tag: openclip:{arch}//path/to/open_clip_model.safetensors"
+        f"file here and use the local file instead of the tag: "
+        f"openclip:{file_arch}//path/to/open_clip_model.safetensors{why}"
     )
 
 
@@ -313,27 +335,74 @@ def _tag_weights(arch: str, tag: str, tag_cfg: dict) -> str:
     return download_pretrained(tag_cfg)
 
 
-def _looks_like_file(value: str) -> bool:
-    return Path(value).expanduser().exists() or Path(value).suffix.lower() in LOADERS or "/" in value
+def _local_weights_settings(arch: str) -> dict:
+    """Preprocessing (and QuickGELU) for a local weights file: each setting all of the arch's pretrained tags share.
 
-
-def _local_weights_preprocess(arch: str) -> dict:
-    """Preprocessing for a local weights file: the arch's pretrained tags' settings when they all agree."""
+    Where the tags disagree on QuickGELU (ViT-B-32: OpenAI's and LAION-400M's use it, LAION-2B's does not), the
+    architecture's config decides, as in open_clip, and a warning names the `-quickgelu` config for the others.
+    """
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
-    keys = ("mean", "std", "interpolation", "resize_mode", "quick_gelu")
-    settings = {tuple((k, str(get_pretrained_cfg(arch, t).get(k))) for k in keys)
-                for t in list_pretrained_tags_by_model(arch)}
-    if len(settings) != 1:
-        return {}
-    tag = list_pretrained_tags_by_model(arch)[0]
-    return {k: v for k, v in get_pretrained_cfg(arch, tag).items() if k in keys}
+    tags = list_pretrained_tags_by_model(arch)
+    cfgs = [get_pretrained_cfg(arch, tag) for tag in tags]
+    settings = {}
+    for key in ("mean", "std", "interpolation", "resize_mode", "quick_gelu"):
+        if cfgs and len({str(cfg.get(key)) for cfg in cfgs}) == 1 and cfgs[0].get(key) is not None:
+            settings[key] = cfgs[0][key]
+    quick_tags = [tag for tag, cfg in zip(tags, cfgs) if cfg.get("quick_gelu")]
+    if quick_tags and "quick_gelu" not in settings and not _open_clip().get_model_config(arch).get("quick_gelu"):
+        other = quickgelu_arch(arch, _open_clip().list_models())
+        warnings.warn(
+            f"openclip:{arch} with a local weights file is built with GELU, as open_clip's {arch} config says; "
+            f"weights trained with QuickGELU (the tags {', '.join(quick_tags[:4])}"
+            f"{', ...' if len(quick_tags) > 4 else ''}) need openclip:{other}/<file> instead, or every embedding "
+            f"is slightly off", UserWarning, stacklevel=3)
+    return settings
+
+
+def _from_file(arch: str, path: Path, overrides: dict) -> OpenClipEncoder:
+    return build_from_arch(arch, path, _local_weights_settings(arch), **overrides)
+
+
+def _from_bare_path(argument: str, overrides: dict) -> OpenClipEncoder:
+    """`openclip:/abs/w.safetensors`: architecture from a config beside the file, or from the file's name."""
+    known = _open_clip().list_models()
+    path = Path(argument).expanduser()
+    if path.is_file():
+        if (path.parent / CONFIG_FILE).is_file():
+            return load_directory(path.parent, spec=overrides["spec"], weights=path)
+        arch = arch_of_weights_file(path, known)
+        if arch is None:
+            raise ModelLoadError(f"{argument}: which open_clip architecture are these weights for? Name it: "
+                                 f"openclip:<arch>/{argument}, e.g. openclip:ViT-B-32/{argument}")
+        return _from_file(arch, path, overrides)
+    if looks_like_path(argument):
+        raise missing_path(argument)
+    raise _unknown_arch(argument)
+
+
+def _from_arch_and_rest(arch: str, rest: str, overrides: dict) -> OpenClipEncoder:
+    """`<arch>/<tag>` or `<arch>/<weights file>`."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    tag_cfg = get_pretrained_cfg(arch, rest)
+    if tag_cfg:
+        return build_from_arch(arch, _tag_weights(arch, rest, tag_cfg), tag_cfg, **overrides)
+    path = weights_path(rest)
+    if path is not None:
+        return _from_file(arch, path, overrides)
+    if looks_like_path(rest):
+        raise missing_path(rest)
+    tags = list_pretrained_tags_by_model(arch)
+    raise ModelLoadError(f"{overrides['spec']}: {rest!r} is neither a pretrained tag of {arch} "
+                         f"({', '.join(tags) or 'it has none'}) nor a weights file")
 
 
 @SPECS.register("openclip")
 def build_openclip(argument: str | None, image_size: int | None = None,
                    context_length: int | None = None, seed: int = 0) -> OpenClipEncoder:
-    """`openclip:<arch>` (random), `openclip:<arch>/<tag>`, `openclip:<arch>/<weights file>`, `openclip:<dir>`."""
+    """`openclip:<arch>` (random), `<arch>/<tag>`, `<arch>/<weights file>`, `<weights file>`, `<dir>`; the
+    spellings are in `openclip_spec`."""
     if not argument:
         raise UsageError("openclip: needs an architecture, e.g. openclip:ViT-B-32 or openclip:ViT-B-32/<weights file>")
     spec = f"openclip:{argument}"
@@ -346,24 +415,13 @@ def build_openclip(argument: str | None, image_size: int | None = None,
         if not (Path(argument).expanduser() / CONFIG_FILE).is_file():
             raise ModelLoadError(f"{argument}: an open_clip model directory needs {CONFIG_FILE} and a weights file")
         return load_directory(Path(argument).expanduser(), spec=spec)
-    arch, _, rest = argument.partition("/")
     overrides = {"image_size": image_size, "context_length": context_length, "spec": spec, "seed": seed}
-    if not rest:
-        return build_from_arch(arch, **overrides)
-    arch = _known_arch(arch)
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
-
-    tag_cfg = get_pretrained_cfg(arch, rest)
-    if tag_cfg:
-        return build_from_arch(arch, _tag_weights(arch, rest, tag_cfg), tag_cfg, **overrides)
-    path = Path(rest).expanduser()
-    if path.is_file():
-        return build_from_arch(arch, path, _local_weights_preprocess(arch), **overrides)
-    if _looks_like_file(rest):
-        raise ModelLoadError(f"{spec}: weights file {rest} not found")
-    tags = list_pretrained_tags_by_model(arch)
-    raise ModelLoadError(f"{spec}: {rest!r} is neither a pretrained tag of {arch} "
-                         f"({', '.join(tags) or 'it has none'}) nor a weights file")
+    split = split_arch(argument, _open_clip().list_models())
+    if split is None:
+        return _from_bare_path(argument, overrides)
+    if not split.rest:
+        return build_from_arch(split.arch, **overrides)
+    return _from_arch_and_rest(split.arch, split.rest, overrides)
 
 
 @BACKENDS.register("openclip")
