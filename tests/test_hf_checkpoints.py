@@ -225,3 +225,10 @@ def test_siglip_folder_with_sentencepiece_tokenizer_embeds_trains_exports_and_re
         assert torch.equal(reloaded.encode_image(px), model.encode_image(px))
         assert torch.equal(reloaded.encode_text({"input_ids": ids}), model.encode_text({"input_ids": ids}))
     assert reloaded.logit_bias.item() == model.logit_bias.item()
+
+
+def test_mistyped_relative_folder_is_named_as_a_missing_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        load_model("hf:models/clip-typo")  # also a valid hub id, so both readings are reported
+    assert f"no local directory models/clip-typo (relative to {tmp_path})" in str(err.value)

@@ -324,7 +324,8 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def _no_hub(hub_id: str) -> ModelLoadError:
     name = hub_id.rsplit("/", 1)[-1]
     return ModelLoadError(
-        f"hf:{hub_id}: no model hub is reachable from here and {hub_id!r} is not in the local Hugging Face cache. "
+        f"hf:{hub_id}: no local directory {hub_id} (relative to {os.getcwd()}), no model hub is reachable from here "
+        f"and {hub_id!r} is not in the local Hugging Face cache. "
         f"Pass a local directory instead: where the hub is reachable, save it with "
         f"`CLIPModel.from_pretrained('{hub_id}').save_pretrained(DIR)` and "
         f"`CLIPProcessor.from_pretrained('{hub_id}').save_pretrained(DIR)` (SiglipModel/SiglipProcessor for SigLIP), "
