@@ -131,7 +131,8 @@ def test_unnamed_bare_weights_file_asks_for_the_architecture(native):
 
 # ---- mistyped paths -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("template", ["{d}/typo.safetensors", "zoo-qg-quickgelu/{d}/typo.pt",
-                                      "zoo-qg-quickgelu{d}/typo.pt", "./no-such-export", "no-such-dir/export"])
+                                      "zoo-qg-quickgelu{d}/typo.pt", "zoo-qg-quickgelu/no-such-dir/w",
+                                      "./no-such-export", "~/no-such-export", "typo.safetensors"])
 def test_mistyped_local_path_is_reported_as_a_missing_path(native, tmp_path, template):
     spec = "openclip:" + template.format(d=tmp_path)
     with pytest.raises(ModelLoadError) as err:
@@ -139,6 +140,15 @@ def test_mistyped_local_path_is_reported_as_a_missing_path(native, tmp_path, tem
     message = str(err.value)
     assert "not found" in message and ("typo" in message or "no-such" in message)
     assert "architecture" not in message and "hub" not in message
+
+
+def test_ambiguous_missing_path_names_both_readings():
+    with pytest.raises(ModelLoadError) as err:
+        load_model("openclip:no-such-dir/export")  # a relative path, or an architecture and a tag
+    assert "no-such-dir/export: local weights file or folder not found" in str(err.value)
+    assert "unknown open_clip architecture 'no-such-dir'" in str(err.value)
+    with pytest.raises(ModelLoadError, match="unknown open_clip architecture 'ViT-B-23'"):
+        load_model("openclip:ViT-B-23/openai")
 
 
 def test_mistyped_path_exits_2_through_the_cli(tmp_path, shapes_csv, monkeypatch, capsys):

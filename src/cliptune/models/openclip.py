@@ -378,6 +378,9 @@ def _from_bare_path(argument: str, overrides: dict) -> OpenClipEncoder:
         return _from_file(arch, path, overrides)
     if looks_like_path(argument):
         raise missing_path(argument)
+    if "/" in argument:  # `dir/file` or `arch/tag`: neither reading exists, so say both
+        raise ModelLoadError(f"{missing_path(argument)}; nor is it <arch>/<tag>: "
+                             f"{_unknown_arch(argument.split('/', 1)[0])}")
     raise _unknown_arch(argument)
 
 
@@ -391,7 +394,7 @@ def _from_arch_and_rest(arch: str, rest: str, overrides: dict) -> OpenClipEncode
     path = weights_path(rest)
     if path is not None:
         return _from_file(arch, path, overrides)
-    if looks_like_path(rest):
+    if looks_like_path(rest) or "/" in rest:  # tags never hold a '/'
         raise missing_path(rest)
     tags = list_pretrained_tags_by_model(arch)
     raise ModelLoadError(f"{overrides['spec']}: {rest!r} is neither a pretrained tag of {arch} "

@@ -54,8 +54,7 @@ def split_arch(argument: str, known: Collection[str]) -> ArchAndRest | None:
 
 def looks_like_path(value: str) -> bool:
     """Written as a path rather than a name: rooted, relative to here, or ending in a weights suffix."""
-    return (value.startswith(("/", "~", "./", "../")) or os.sep in value.strip(os.sep)
-            or Path(value).suffix.lower() in LOADERS)
+    return value.startswith(("/", "~", "./", "../")) or Path(value).suffix.lower() in LOADERS
 
 
 def weights_path(rest: str) -> Path | None:
