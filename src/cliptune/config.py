@@ -128,7 +128,7 @@ class TrainCfg(_Section):
     @field_validator("wise_alphas", mode="before")
     @classmethod
     def _wise_alphas(cls, v: Any) -> Any:
-        from cliptune.train.wise_rule import parse_alphas
+        from cliptune.wise_rule import parse_alphas
 
         if isinstance(v, (int, float)) and not isinstance(v, bool):  # YAML reads unquoted 0:1:0.1 as base 60 (60.1)
             raise ValueError(f"got the number {v}: quote a range ('0:1:0.1'; unquoted, YAML reads it as a base-60 "
@@ -141,7 +141,7 @@ class TrainCfg(_Section):
 
     @model_validator(mode="after")
     def _wise_rule(self) -> "TrainCfg":
-        from cliptune.train.wise_rule import parse_rule
+        from cliptune.wise_rule import parse_rule
 
         try:  # a rule that needs a general set fails here, before training, not after it
             parse_rule(self.wise_rule, has_general=self.wise_general is not None)

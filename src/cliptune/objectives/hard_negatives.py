@@ -6,10 +6,9 @@ each image is contrasted with the batch *and* with the captions it is most easil
 direction is plain InfoNCE (a mined caption has no positive image in the batch). With `num_negatives: 0` (or no
 mined negatives in the batch) this is exactly `infonce`.
 
-What the trainer puts in `batch` (see docs/objectives.md):
+What the trainer puts in the `TrainBatch` (declared by `capabilities.mined_negatives`):
   negatives    LongTensor [B, n]: caption indices mined for the batch's images (−1 = none, masked out)
-  encode_text  callable(LongTensor [m] caption indices) → [m, D] L2-normalised embeddings *with grad*
-  negative_emb optional [B, n, D] embeddings, used instead of `encode_text` (e.g. precomputed, frozen text tower)
+  negative_emb [B, n, D] L2-normalised embeddings of those captions, *with grad* (zeros where −1)
 Mining is refreshed every `refresh_epochs` epochs (`needs_refresh(epoch)`; 0 = mine once before the first epoch);
 the trainer mines with `train.mining.mine_for(objective, ...)`, which reads this objective's settings.
 """
@@ -17,17 +16,17 @@ the trainer mines with `train.mining.mine_for(objective, ...)`, which reads this
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from cliptune.errors import UsageError
+from cliptune.objectives.batch import Capabilities, ObjectiveBase, TrainBatch
 from cliptune.objectives.registry import OBJECTIVES
 
 STRATEGIES = ("semantic", "random")  # see train/mining.py
 
 
 @OBJECTIVES.register("hard_negatives")
-class HardNegatives(nn.Module):
+class HardNegatives(ObjectiveBase):
     def __init__(self, num_negatives: int = 4, strategy: str = "semantic", false_negative_threshold: float = 0.9,
                  refresh_epochs: int = 1, label_smoothing: float = 0.0, log_mined: bool = True):
         super().__init__()
@@ -52,34 +51,34 @@ class HardNegatives(nn.Module):
         return epoch % self.refresh_epochs == 0
 
     # ---- the loss ------------------------------------------------------------------------------------------------
-    def _negative_emb(self, batch: dict, n_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        negatives = batch.get("negatives")
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(mined_negatives=self.num_negatives > 0)
+
+    def _negative_emb(self, batch: TrainBatch, n_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        negatives, emb = batch.negatives, batch.negative_emb
         if negatives is None or self.num_negatives == 0 or negatives.numel() == 0:
             return None
         negatives = negatives.reshape(n_rows, -1)
         valid = negatives >= 0
         if not bool(valid.any()):  # nothing mined for these images: plain InfoNCE
             return None
-        emb = batch.get("negative_emb")
         if emb is None:
-            encode = batch.get("encode_text")
-            if encode is None:
-                raise UsageError("hard_negatives: batch has 'negatives' but neither 'encode_text' nor 'negative_emb'")
-            flat = negatives[valid]
-            found = encode(flat)
-            emb = found.new_zeros((*negatives.shape, found.shape[-1]))
-            emb[valid.to(emb.device)] = found
+            raise UsageError("hard_negatives: the batch has mined 'negatives' but no 'negative_emb' (their "
+                             "embeddings are computed by the trainer, objectives.batch.embed_negatives)")
         return emb, valid
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
+                logit_bias: torch.Tensor | None = None, batch: TrainBatch | dict | None = None
+                ) -> dict[str, torch.Tensor]:
+        batch = TrainBatch.coerce(batch)
         logits = logit_scale * image_emb @ text_emb.T
         if logit_bias is not None:
             logits = logits + logit_bias
         n = logits.shape[0]
         labels = torch.arange(n, device=logits.device)
         loss_t2i = F.cross_entropy(logits.T, labels, label_smoothing=self.label_smoothing)
-        mined = self._negative_emb(batch or {}, n)
+        mined = self._negative_emb(batch, n)
         logits_i2t = logits
         out: dict[str, torch.Tensor] = {}
         if mined is not None:

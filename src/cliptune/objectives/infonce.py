@@ -7,21 +7,22 @@ directions. The in-batch negatives are the other pairs of the batch, so the batc
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from cliptune.objectives.batch import ObjectiveBase, TrainBatch
 from cliptune.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("infonce")
-class InfoNCE(nn.Module):
+class InfoNCE(ObjectiveBase):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
-        rows = (batch or {}).get("local_rows")
+                logit_bias: torch.Tensor | None = None, batch: TrainBatch | dict | None = None
+                ) -> dict[str, torch.Tensor]:
+        rows = TrainBatch.coerce(batch).local_rows
         if rows is not None:  # open_clip's local_loss: this process scores only its own queries against all keys
             start, stop = rows
             per_image = logit_scale * image_emb[start:stop] @ text_emb.T

@@ -4,11 +4,11 @@ Every row of the batch is a labelled (image, text, label) pair, label 1 = the te
 on the head's logits for those pairs plus, for each *positive* row i, the in-batch pairs (image i, text j ≠ i) as
 extra negatives (the sigmoid view of in-batch negatives, as SigLIP, Zhai et al. 2023), weighted by
 `in_batch_weight`. Pairs that could be true matches are left out of the extra negatives: the trainer passes
-`batch["negative_mask"]` ([B, B] bool, see `train/match.py`) excluding same-image rows and texts known to match
+`batch.negative_mask` ([B, B] bool, see `train/match.py`) excluding same-image rows and texts known to match
 image i; without it, all off-diagonal pairs of positive rows are used.
 
 The head lives on the model (`model.match_head`, created by `attach(model)`, which also freezes the model's unused
-logit scale/bias), so it is optimised and checkpointed with it; `batch["labels"]` ([B] 0/1) holds the labels.
+logit scale/bias), so it is optimised and checkpointed with it; `batch.labels` ([B] 0/1) holds the labels.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from torch.nn import functional as F
 
 from cliptune.errors import UsageError
 from cliptune.models.match_head import MATCH_HEADS, build_match_head
+from cliptune.objectives.batch import Capabilities, ObjectiveBase, TrainBatch
 from cliptune.objectives.hooks import freeze_logit_parameters
 from cliptune.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("match")
-class MatchLoss(nn.Module):
+class MatchLoss(ObjectiveBase):
+    capabilities = Capabilities(labels=True, adds_parameters=True)
+
     def __init__(self, head: str = "score", in_batch_negatives: bool = True, in_batch_weight: float = 1.0,
                  pos_weight: float | None = None, **head_params):
         super().__init__()
@@ -46,17 +49,22 @@ class MatchLoss(nn.Module):
             param = next(model.parameters())
             head = build_match_head(self.head_kind, getattr(model, "embed_dim", None), **self.head_params)
             model.match_head = head.to(param.device)
-        object.__setattr__(self, "head", model.match_head)
+        self.use_head(model.match_head)
+
+    def use_head(self, head: nn.Module) -> None:
+        """Score pairs with `head` (held by reference: it belongs to the model, not to the loss)."""
+        object.__setattr__(self, "head", head)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | None = None,
-                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
-        batch = batch or {}
-        head = batch.get("match_head", self.head)
+                logit_bias: torch.Tensor | None = None, batch: TrainBatch | dict | None = None
+                ) -> dict[str, torch.Tensor]:
+        batch = TrainBatch.coerce(batch)
+        head = self.head
         if head is None:
             raise UsageError("loss 'match' has no head: the trainer must call objective.attach(model) first")
-        if "labels" not in batch:
-            raise UsageError("loss 'match' needs batch['labels'] (1 = match, 0 = mismatch) for every pair")
-        labels = batch["labels"].to(image_emb.device, image_emb.dtype)
+        if batch.labels is None:
+            raise UsageError("loss 'match' needs batch.labels (1 = match, 0 = mismatch) for every pair")
+        labels = batch.labels.to(image_emb.device, image_emb.dtype)
         pos_weight = None if self.pos_weight is None else labels.new_tensor(float(self.pos_weight))
         loss_pairs = F.binary_cross_entropy_with_logits(head.logits(image_emb, text_emb), labels,
                                                         pos_weight=pos_weight)
@@ -64,7 +72,7 @@ class MatchLoss(nn.Module):
         loss = loss_pairs
         n = labels.shape[0]
         if self.in_batch_negatives and self.in_batch_weight > 0 and n > 1:
-            mask = batch.get("negative_mask")
+            mask = batch.negative_mask
             if mask is None:
                 mask = (labels > 0.5).unsqueeze(1) & ~torch.eye(n, dtype=torch.bool, device=labels.device)
             rows, cols = mask.to(image_emb.device).nonzero(as_tuple=True)

@@ -15,11 +15,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from cliptune.errors import UsageError
+from cliptune.objectives.batch import Capabilities, ObjectiveBase, TrainBatch
 from cliptune.objectives.registry import OBJECTIVES
 
 
 @OBJECTIVES.register("siglip")
-class SigLIP(nn.Module):
+class SigLIP(ObjectiveBase):
+    capabilities = Capabilities(adds_parameters=True)
+
     def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0):
         super().__init__()
         self.init_scale = float(init_scale)
@@ -38,7 +41,8 @@ class SigLIP(nn.Module):
                                         requires_grad=scale.requires_grad)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
+                logit_bias: torch.Tensor | None = None, batch: TrainBatch | dict | None = None
+                ) -> dict[str, torch.Tensor]:
         if logit_bias is None:
             raise UsageError("loss 'siglip' needs a logit bias: the trainer must call objective.attach(model) "
                              "before building the optimiser")

@@ -19,6 +19,7 @@ from torch import nn
 
 from cliptune.errors import UsageError
 from cliptune.objectives.hooks import freeze_logit_parameters
+from cliptune.objectives.batch import Capabilities, ObjectiveBase, TrainBatch
 from cliptune.objectives.registry import OBJECTIVES
 
 MINING = ("hardest", "semi-hard", "all")
@@ -47,7 +48,9 @@ def _direction(sim: torch.Tensor, margin: float, mining: str) -> tuple[torch.Ten
 
 
 @OBJECTIVES.register("triplet")
-class Triplet(nn.Module):
+class Triplet(ObjectiveBase):
+    capabilities = Capabilities(adds_parameters=True)  # freezes the unused logit scale/bias
+
     def __init__(self, margin: float = 0.2, mining: str = "hardest"):
         super().__init__()
         if mining not in MINING:
@@ -59,7 +62,8 @@ class Triplet(nn.Module):
         freeze_logit_parameters(model)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | None = None,
-                logit_bias: torch.Tensor | None = None, batch: dict | None = None) -> dict[str, torch.Tensor]:
+                logit_bias: torch.Tensor | None = None, batch: TrainBatch | dict | None = None
+                ) -> dict[str, torch.Tensor]:
         if image_emb.shape[0] < 2:
             raise UsageError("loss 'triplet' needs at least 2 pairs per batch (negatives come from the batch)")
         sim = image_emb @ text_emb.T

@@ -79,7 +79,7 @@ def _starts(parts: list[torch.Tensor]) -> list[int]:
 
 
 def gradcache_step(encode_image: Encode, encode_text: Encode, objective: Callable, n: int, mini_batch: int,
-                   logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None, batch: dict | None = None,
+                   logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None, batch=None,
                    scale_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    return_outputs: bool = False) -> float | tuple[float, dict]:
     """Accumulate into `.grad` the parameter gradients of `objective` over a batch of `n` pairs, encoding at most
@@ -91,13 +91,16 @@ def gradcache_step(encode_image: Encode, encode_text: Encode, objective: Callabl
     `model.scale()`), so their gradient reaches the model in step 2. `scale_loss` maps the loss to what is
     backpropagated (e.g. `lambda l: scaler.scale(l / accum_steps)` for AMP and accumulation); the cached embedding
     gradients carry that factor, so the result equals `scale_loss(loss).backward()` on the full batch.
-    Does not call `zero_grad` or `optimizer.step`.
+    Does not call `zero_grad` or `optimizer.step`. `batch` (a `TrainBatch`, or a callable returning one, called
+    after step 1 so that embedding mined negatives draws from the RNG where the loss used to) goes to the objective.
     """
     parts = chunks(n, mini_batch)
     # 1. all embeddings, no graph; remember each mini-batch's RNG state
     image_emb, image_states = _embed_no_grad(encode_image, parts)
     text_emb, text_states = _embed_no_grad(encode_text, parts)
     # 2. loss on the full batch; gradients w.r.t. the embeddings (and through scale/bias into the model)
+    if callable(batch):
+        batch = batch()
     image_leaf = image_emb.float().requires_grad_(True)
     text_leaf = text_emb.float().requires_grad_(True)
     out = objective(image_leaf, text_leaf, logit_scale, logit_bias, batch=batch)

@@ -2,7 +2,7 @@
 
 1. `match_pairs(records)` once, on the train records loaded with `load_dataset(..., group=False)` (one record per
    CSV row): checks that every row has a 0/1 label and indexes images, texts and known matches.
-2. `match_batch(pairs, index)` per step: the `labels` and `negative_mask` entries of the objective's `batch` dict
+2. `match_batch(pairs, index)` per step: the `labels` and `negative_mask` fields of the objective's `TrainBatch`
    (loss `match`, `objectives/match.py`).
 3. `finish_match(...)` after training: tunes the head's threshold on validation pairs, scores the test pairs at that
    threshold and writes `match.json` (+ classifier weights) into the exported model folder. Export the model itself
@@ -25,6 +25,7 @@ from cliptune.errors import DataError
 from cliptune.eval.calibration import fit_platt
 from cliptune.eval.matching import match_metrics, tune_threshold
 from cliptune.models.match_head import MatchHead, save_match_head
+from cliptune.objectives.batch import TrainBatch
 
 
 @dataclass
@@ -82,11 +83,12 @@ def match_training_step(model, head: MatchHead, batch: dict, objective=None) -> 
         from cliptune.objectives.match import MatchLoss
 
         objective = MatchLoss(head=head.kind)
+    objective.use_head(head)  # the head given here, whatever the objective was attached to
     image_emb = model.encode_image(batch["pixel_values"])
     text_emb = model.encode_text(batch["tokens"])
     fields = {k: v for k, v in batch.items() if k not in ("pixel_values", "tokens")}
     return objective(image_emb.float(), text_emb.float(), model.scale(), model.logit_bias,
-                     batch={**fields, "match_head": head})
+                     batch=TrainBatch.coerce(fields))
 
 
 @contextlib.contextmanager
