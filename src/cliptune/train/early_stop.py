@@ -39,3 +39,26 @@ class EarlyStopping:
         self.best = state.get("best")
         self.best_step = state.get("best_step")
         self.bad_evals = state.get("bad_evals", 0)
+
+
+DIRECTIONS = ("t2i", "i2t")
+METRICS = ("R@1", "R@5", "R@10", "mAP", "NDCG@10", "MRR")
+"""Retrieval metrics the evaluator reports per direction where higher is better (median_rank is lower-is-better)."""
+
+
+def metric_names() -> list[str]:
+    """Every name `train.early_stop_metric` accepts."""
+    return [f"mean_{m}" for m in METRICS] + [f"{d}/{m}" for d in DIRECTIONS for m in METRICS]
+
+
+def metric_value(metrics: dict, name: str) -> float:
+    """`mean_<metric>` (mean_R@10, mean_mAP) averages both directions; `t2i/R@1` style names pick one value."""
+    from cliptune.eval.retrieval import mean_recall
+
+    if name.startswith("mean_R@"):
+        return mean_recall(metrics, int(name.split("@")[1]))
+    if name.startswith("mean_"):
+        key = name[len("mean_"):]
+        return (float(metrics["t2i"][key]) + float(metrics["i2t"][key])) / 2
+    direction, key = name.split("/", 1)
+    return float(metrics[direction][key])
