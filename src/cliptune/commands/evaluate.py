@@ -52,14 +52,12 @@ def eval_cmd(
     if missing:
         raise UsageError(f"missing option {' and '.join(missing)} (cliptune eval --help for usage)")
     quiet_libraries()
-    from cliptune.data.load import load_dataset
     from cliptune.data.skipped import distinct, summary, write_skipped
     from cliptune.inference.evaluate import evaluate_records
     from cliptune.models.registry import load_model
     from cliptune.report.table import comparison_table, metrics_record, write_json_atomic
 
-    dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample,
-                           **_run_split_settings(model))
+    dataset = _dataset(model, data, format, image_root, on_bad_sample)
     if skipped_path is not None:
         write_skipped(skipped_path, dataset.skipped)
     if dataset.skipped:
@@ -78,13 +76,18 @@ def eval_cmd(
         console.print(f"wrote {out_path}")
 
 
-def _run_split_settings(model: str) -> dict:
-    """When the model is a run directory, split unsplit data exactly as that run did (its ratios and seed), so
-    `--split test` means the run's own held-out images."""
-    from cliptune.config import load_config
+def _dataset(model: str, data: str, format: Optional[str], image_root: Optional[str], on_bad_sample: str):
+    """The data to evaluate. When the model is a run directory and --data is its training data, the run's data as
+    it saw it (train/rebuild.py: its split ratios and seed, and its --val-data/--test-data as the val/test
+    splits), so `--split test` means the run's own held-out set; otherwise --data as given."""
+    from cliptune.data.load import load_dataset
+    from cliptune.train.rebuild import is_run_data, load_run_data, run_config
 
-    config = Path(model) / "config.yaml"
-    if not config.is_file():
-        return {}
-    cfg = load_config(config)
-    return {"split_ratios": cfg.data.split_ratios, "seed": cfg.data.split_seed}
+    cfg = run_config(model)
+    if cfg is None:
+        return load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample)
+    if is_run_data(cfg, data) and format is None and image_root is None and not cfg.data.streaming:
+        cfg.data.on_bad_sample = on_bad_sample
+        return load_run_data(cfg, group=True)
+    return load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample,
+                        split_ratios=cfg.data.split_ratios, seed=cfg.data.split_seed)

@@ -13,9 +13,30 @@ from cliptune.cli import app, console, out, quiet_libraries
 
 def _run_config(tuned: Path):
     """The run's resolved config when `tuned` is a run directory, else None."""
-    from cliptune.config import load_config
+    from cliptune.train.rebuild import run_config
 
-    return load_config(tuned / "config.yaml") if (tuned / "config.yaml").is_file() else None
+    return run_config(tuned)
+
+
+def _target_records(cfg, data_spec: str, split: str, load_kw: dict):
+    """The split α is chosen on: the run's own split (its val data when it had `--val-data`) when `data_spec` is
+    the run's data, else that split of `data_spec` as given."""
+    from cliptune.train.rebuild import is_run_data, load_run_data, run_split
+    from cliptune.train.wise import load_records
+
+    if cfg is not None and is_run_data(cfg, data_spec) and not (load_kw["format"] or load_kw["image_root"]):
+        separate = {cfg.data.val_split: cfg.data.val_path, cfg.data.test_split: cfg.data.test_path}.get(split)
+        return run_split(cfg, split, load_run_data(cfg, group=True)), separate or data_spec
+    return load_records(data_spec, split, **load_kw), data_spec
+
+
+def _base_state(base_spec: str, cfg):
+    """θ_base: the run's starting weights (train/rebuild.py) when `base_spec` is its model, else `base_spec` as is."""
+    from cliptune.models.registry import load_model
+    from cliptune.train.rebuild import base_model
+
+    same_spec = cfg is not None and base_spec == cfg.model.spec
+    return (base_model(cfg) if same_spec else load_model(base_spec)).state_dict()
 
 
 @app.command()
@@ -65,30 +86,15 @@ def wise(
         raise UsageError("no target data: give --data (the run's data.path is used for a run directory)")
     quiet_libraries()
     from cliptune.models.registry import load_model
+    from cliptune.report.wise_plot import write_tradeoff_plot
     from cliptune.train.precision import resolve_device
-    from cliptune.train.run import model_kwargs
     from cliptune.train.wise import load_records, run_wise_ft
 
     load_kw = dict(format=format, image_root=image_root, on_bad_sample=on_bad_sample)
-    if cfg is not None and str(Path(data_spec)) == str(Path(cfg.data.path or "")):
-        # the run's own data: split it exactly as training did, so "val" is the run's validation split
-        load_kw.update(format=format or cfg.data.format, image_root=image_root or cfg.data.image_root,
-                       split_ratios=cfg.data.split_ratios, seed=cfg.data.split_seed)
-    target_records = load_records(data_spec, split, **load_kw)
+    target_records, target_source = _target_records(cfg, data_spec, split, load_kw)
     general_records = load_records(general, general_split, on_bad_sample=on_bad_sample) if general else None
-
-    dev = resolve_device(device)
-    tuned_model = load_model(tuned).to(dev)
-    same_spec = cfg is not None and base_spec == cfg.model.spec
-    base_model = load_model(base_spec, **(model_kwargs(cfg) if same_spec else {}))
-    if same_spec:  # the base as training started from it: an objective may add a parameter (SigLIP's logit bias)
-        from cliptune.objectives import build_objective
-
-        objective = build_objective(cfg.loss.type, **cfg.loss.params)
-        if hasattr(objective, "attach"):
-            objective.attach(base_model)
-    base_state = base_model.state_dict()
-    del base_model
+    tuned_model = load_model(tuned).to(resolve_device(device))
+    base_state = _base_state(base_spec, cfg)
     out_dir = out_dir or (tuned / "wise")
 
     def report(row: dict) -> None:
@@ -98,7 +104,8 @@ def wise(
     payload = run_wise_ft(
         base_state, tuned_model, target_records, general_records, alphas=grid, rule=chosen_rule, out_dir=out_dir,
         metric=metric, on_alpha=None if quiet else report, progress=False, batch_size=batch_size,
-        describe={"base": base_spec, "tuned": str(tuned), "target_data": str(data_spec), "target_split": split,
+        plot=write_tradeoff_plot,
+        describe={"base": base_spec, "tuned": str(tuned), "target_data": str(target_source), "target_split": split,
                   "general_data": general, "general_split": general_split if general else None})
     out.print(_table(payload))
     console.print(f"chosen alpha {payload['chosen_alpha']:g} ({payload['rule_description']}); wrote "

@@ -152,33 +152,27 @@ def _load_config(run_dir: Path):
 
 
 def _load_split(cfg, data: "Dataset | str | os.PathLike | None") -> list["Record"]:
-    """The evaluation split exactly as training saw it: same reader options, split ratios and seed."""
+    """The evaluation split exactly as training saw it (train/rebuild.py: same reader options, split ratios and
+    seed, and data.test_path/val_path when the run was given separate evaluation data)."""
     from cliptune.data.load import load_dataset
     from cliptune.data.records import Dataset
+    from cliptune.train.rebuild import is_run_data, load_run_data, run_split
 
+    if isinstance(data, Dataset):
+        return run_split(cfg, cfg.eval.split, data)
+    if is_run_data(cfg, None if data is None else str(data)):
+        return run_split(cfg, cfg.eval.split, load_run_data(cfg))
     d = cfg.data
-    if not isinstance(data, Dataset):
-        spec = data if data is not None else d.path
-        if not spec:
-            raise UsageError("the config names no data (data.path)")
-        data = load_dataset(spec, format=d.format, image_root=d.image_root, on_bad_sample=d.on_bad_sample,
-                            split_ratios=d.split_ratios, seed=d.split_seed)
-    records = data.split(cfg.eval.split)
-    if not records:
-        raise UsageError(f"split {cfg.eval.split!r} of {data.source} is empty (splits: {data.splits})")
-    return records
+    return run_split(cfg, cfg.eval.split, load_dataset(data, format=d.format, image_root=d.image_root,
+                                                       on_bad_sample=d.on_bad_sample, split_ratios=d.split_ratios,
+                                                       seed=d.split_seed))
 
 
 def _base_model(cfg) -> "DualEncoder":
-    """The model the run started from, built as training built it (same architecture options, seeded)."""
-    import torch
+    """The model the run started from, built as training built it (train/rebuild.py)."""
+    from cliptune.train.rebuild import base_model
 
-    from cliptune.models.registry import load_model
-    from cliptune.train.run import model_kwargs
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        return load_model(cfg.model.spec, **model_kwargs(cfg))
+    return base_model(cfg)
 
 
 def _choose(records: list["Record"], n_queries: int, max_pool: int) -> tuple[list[int], list["Record"]]:
