@@ -23,28 +23,29 @@ class _Section(BaseModel):
 
 
 class PerTower(_Section):
-    image: int = 0
-    text: int = 0
+    image: int = Field(0, ge=0)
+    text: int = Field(0, ge=0)
 
 
 class LoraCfg(_Section):
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
     targets: list[str] | dict[str, list[str]] | None = None  # module-name suffixes (per tower with a dict)
 
 
 class ModelCfg(_Section):
     spec: str = "lite"
-    embed_dim: int | None = None  # backend default (lite: 256); backends with a pretrained projection refuse it
+    # backend default (lite: 256); backends with a pretrained projection refuse it
+    embed_dim: int | None = Field(None, ge=1)
     head: Literal["linear", "mlp"] | None = None
-    head_hidden: int | None = None
-    image_size: int | None = None  # backend default when None
-    context_length: int | None = None
+    head_hidden: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=1)  # backend default when None
+    context_length: int | None = Field(None, ge=1)
     freeze: Literal["none", "image", "text", "both"] = "none"
     unfreeze_last_n: PerTower = Field(default_factory=PerTower)
     preset: Literal["vision-freeze", "mixfreeze", "unfreeze"] | None = None  # see models/presets.py
-    vision_layers_frozen: int | None = None  # freeze exactly the first N image blocks
+    vision_layers_frozen: int | None = Field(None, ge=0)  # freeze exactly the first N image blocks
     freeze_heads: bool = False  # projection heads frozen too
     head_batch_norm: bool | None = None  # mlp head with BatchNorm (composed)
     attention_pool: bool | None = None  # attention pooling of the image feature map (composed)
@@ -61,7 +62,7 @@ class DataCfg(_Section):
     format: str | None = None
     image_root: str | None = None
     on_bad_sample: Literal["error", "skip"] = "error"
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test shares, each >= 0
     split_seed: int = 0
     train_split: str = "train"
     val_split: str = "val"
@@ -70,8 +71,8 @@ class DataCfg(_Section):
     # is where a streamed run (which never indexes data.path) evaluates
     val_path: str | None = None
     test_path: str | None = None
-    num_workers: int = 0
-    max_train_images: int | None = None
+    num_workers: int = Field(0, ge=0)
+    max_train_images: int | None = Field(None, ge=1)
     # WebDataset shards: member extensions tried for the image (None: "jpg;jpeg;png;webp;bmp;gif;tiff;tif") and
     # caption sources, first present wins (None: "json:captions;json:caption;txt"); other formats refuse them
     wds_image_key: str | None = None
@@ -83,6 +84,13 @@ class DataCfg(_Section):
     no_duplicate_batches: bool = True  # no image or caption text twice in a batch (false negatives)
     decode_cache: bool = False  # store decoded images resized to the model's input size; later epochs read it
 
+    @field_validator("split_ratios")
+    @classmethod
+    def _shares(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or not any(v):
+            raise ValueError(f"expected three shares >= 0, not all zero, got {list(v)}")
+        return v
+
 
 class LossCfg(_Section):
     type: str = "infonce"
@@ -90,29 +98,31 @@ class LossCfg(_Section):
 
 
 class TrainCfg(_Section):
-    epochs: int = 10
-    max_steps: int | None = None
-    stop_at_step: int | None = None  # stop here, resumably, as if interrupted (the schedule still spans max_steps)
-    batch_size: int = 64
-    lr: float = 1e-4
-    head_lr: float | None = None  # heads and logit scale; defaults to lr
-    layer_decay: float | None = None  # lr × decay^(depth from the top) per trunk block (train/optim.py)
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    accum_steps: int = 1
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    # stop here, resumably, as if interrupted (the schedule still spans max_steps)
+    stop_at_step: int | None = Field(None, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    head_lr: float | None = Field(None, gt=0)  # heads and logit scale; defaults to lr
+    layer_decay: float | None = Field(None, gt=0, le=1)  # lr × decay^(depth from the top) per block (train/optim.py)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, ge=0)  # max gradient norm; 0 or None: no clipping
+    accum_steps: int = Field(1, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
     device: str = "auto"
-    eval_every: int | None = None  # steps; None = once per epoch
-    early_stop_patience: int | None = None  # evaluations without improvement
+    eval_every: int | None = Field(None, ge=1)  # steps; None = once per epoch
+    early_stop_patience: int | None = Field(None, ge=1)  # evaluations without improvement
     early_stop_metric: str = "mean_R@10"
-    save_every_epoch: bool = False
+    save_every_epoch: bool = False  # keep checkpoints/epoch_N at each epoch end
+    save_every_steps: int | None = Field(None, ge=1)  # resumable checkpoints between evaluations (not `best`)
     feature_cache: bool = True
     local_loss: bool = False  # with torchrun: each process scores only its own queries (open_clip's local_loss)
-    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops (each one skips its update)
-    log_every: int = 10
+    max_bad_steps: int = Field(5, ge=1)  # non-finite losses in a row before the run stops (each skips its update)
+    log_every: int = Field(10, ge=1)
     output_dir: str = "runs"
     name: str | None = None
     task: Literal["retrieval", "match"] = "retrieval"  # match: labelled pairs (image_path,text,label), loss `match`
@@ -152,10 +162,10 @@ class TrainCfg(_Section):
 
 class EvalCfg(_Section):
     split: str = "test"
-    batch_size: int = 16  # images per forward pass; small batches are faster on CPU (cache-friendly)
+    batch_size: int = Field(16, ge=1)  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
     report: bool = True  # write report.html (curves, before/after galleries) at the end of training
-    chunk_size: int = 1024
+    chunk_size: int = Field(1024, ge=1)
 
 
 class AugmentCfg(_Section):

@@ -15,7 +15,8 @@ from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML or JSON config with sections model/data/loss/train/eval."),
     data: Optional[str] = typer.Option(None, "--data", help="Data spec (overrides data.path)."),
-    val_data: Optional[str] = typer.Option(None, "--val-data", help="Validation data spec, used whole (data.val_path)."),
+    val_data: Optional[str] = typer.Option(None, "--val-data",
+                                           help="Validation data spec, used whole (data.val_path)."),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data spec, used whole (data.test_path)."),
     streaming: bool = typer.Option(False, "--streaming", help="Stream WebDataset shards instead of indexing them "
                                    "(data.streaming; evaluation then needs --val-data/--test-data)."),
@@ -32,6 +33,7 @@ def train(
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the run
         console.quiet = out.quiet = quiet = True
     from cliptune.report.table import results_table
+    from cliptune.report.wise_plot import write_tradeoff_plot
     from cliptune.train.run import resolve_run, train_run
 
     overrides = list(set_)
@@ -44,7 +46,29 @@ def train(
             overrides.append(f"{key}={value}")
     cfg, run = resolve_run(str(config) if config else None, overrides, str(resume) if resume else None)
     console.print(f"run directory: [bold]{run.path}[/]")
-    result = train_run(cfg, run, resume=resume is not None, progress=progress_enabled(quiet), console=console)
+    result = train_run(cfg, run, resume=resume is not None, progress=progress_enabled(quiet), console=console,
+                       wise_plot=write_tradeoff_plot)
+    write_run_report(cfg, run, result, progress_enabled(quiet), console)
     if result.after is not None:
         out.print(results_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))
-    console.print(f"{result.steps} steps in {result.wall_s:.1f} s; run directory: [bold]{run.path}[/]")
+    console.print(summary_line(result), highlight=False)
+
+
+def write_run_report(cfg, run, result, progress: bool, console) -> None:
+    """report.html of a finished run (eval.report), by rank 0; training itself never imports the report."""
+    if result.after is None or not cfg.eval.report or int(os.environ.get("RANK", "0")) != 0:
+        return
+    from cliptune.report.html import write_report
+
+    console.print(f"report: {write_report(run.path, progress=progress)}")
+
+
+def summary_line(result) -> str:
+    """The end of a run in one line: steps (this process's share after a resume), its wall time, the best step and
+    whether early stopping ended the run."""
+    start = result.resumed_from or 0
+    steps = f"steps {start + 1}-{result.steps}" if start else f"{result.steps} steps"
+    best = f"best step {result.best_step}" if result.best_step is not None else "no validation (best = last)"
+    stopped = "stopped early" if result.stopped_early else "no early stop"
+    return (f"{steps} in {result.wall_s:.1f} s (this process); {best}; {stopped}; "
+            f"run directory: {result.run_dir}")

@@ -12,6 +12,7 @@ save removes such leftovers.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -80,9 +81,10 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
             fsync_dir(tmp)
             os.replace(tmp, final)
             fsync_dir(ckpt_root)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
-            raise CliptuneError(f"could not write checkpoint {final} ({err}); the previous checkpoint is intact") from err
+            raise CliptuneError(f"could not write checkpoint {final} ({_reason(err)}); the previous checkpoint is "
+                                f"intact and the partial write was removed") from err
     try:
         for link in links:
             _point(ckpt_root / link, name)
@@ -91,6 +93,14 @@ def save_checkpoint(ckpt_root: Path, model: torch.nn.Module, optimizer, schedule
                             f"the previous checkpoint is intact") from err
     _prune(ckpt_root, keep)
     return final
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a write failed ("no space left on device" for a full disk, however it was raised)."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "file write failed" in str(err):
+        return "no space left on device"
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _point(link: Path, target: str) -> None:
@@ -107,7 +117,8 @@ def _prune(ckpt_root: Path, keep: tuple[str, ...]) -> None:
     has one writer: the run's main process; ours are renamed by now)."""
     referenced = {os.readlink(ckpt_root / name) for name in keep if (ckpt_root / name).is_symlink()}
     for child in ckpt_root.iterdir():
-        if child.is_dir() and not child.is_symlink() and child.name.startswith("step_") and child.name not in referenced:
+        is_step = child.is_dir() and not child.is_symlink() and child.name.startswith("step_")
+        if is_step and child.name not in referenced:
             shutil.rmtree(child, ignore_errors=True)
         elif child.name.startswith(".step_") and ".tmp-" in child.name:
             shutil.rmtree(child, ignore_errors=True)
