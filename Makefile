@@ -66,6 +66,7 @@ demo-quick: venv apt-demo
 	$(VENV)/bin/cliptune demo --quick
 
 test: venv apt-test
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: venv apt-test

@@ -56,7 +56,7 @@ def dense_metrics(images, texts, text_to_image) -> dict:
     """The baseline: whole score matrix, full argsort, rank of the first positive by lookup."""
     import torch
 
-    n, m = images.shape[0], texts.shape[0]
+    n = images.shape[0]
     scores = texts @ images.T  # [M, N]
     order = scores.argsort(dim=1, descending=True)
     del scores

@@ -48,7 +48,8 @@ from machine import load_average, machine_info, print_table
 
 LR, WD, CLIP = 1e-4, 0.1, 1.0
 CONFIGS = {
-    "lite": {"spec": "lite", "freeze": "none", "what": "lite: EfficientNet-Lite0 + all-MiniLM-L6-v2, 224 px, all trains"},
+    "lite": {"spec": "lite", "freeze": "none",
+             "what": "lite: EfficientNet-Lite0 + all-MiniLM-L6-v2, 224 px, all trains"},
     "lite-frozen": {"spec": "lite", "freeze": "both",
                     "what": "lite, model.freeze=both: trunks frozen, heads + logit scale train"},
     "tiny-clip": {"spec": "tiny-clip", "freeze": "none", "what": "tiny-clip: HF CLIP, width 64, 2+2 layers, 64 px"},

@@ -20,7 +20,8 @@ def test_demo_configs_resolve(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "cliptune", "demo", "--quick", "-q", "--data-dir", str(tmp_path / "emoji"),
+    res = subprocess.run([sys.executable, "-m", "cliptune", "demo", "--quick", "-q",
+                          "--data-dir", str(tmp_path / "emoji"),
                           "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "demo-quick" / "metrics.json").read_text())

@@ -66,6 +66,10 @@ def run_demo(quick: bool, data_dir: Path, output_dir: Path, overrides: list[str]
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     console.print(f"fine-tuning [bold]{cfg.model.spec}[/] on {csv_path} → [bold]{run.path}[/]")
     result = train_run(cfg, run, progress=progress, console=console)
+    if cfg.eval.report and result.after is not None:
+        from cliptune.report.html import write_report
+
+        console.print(f"report: {write_report(run.path, progress=progress)}")
     out.print(comparison_table(result.after, result.before, title=f"{cfg.model.spec} on the emoji test split "
                                                                   f"({result.after['n_images']} images)"))
     console.print(f"{result.steps} steps, {result.wall_s:.0f} s. Run directory: [bold]{run.path}[/] "

@@ -21,5 +21,6 @@ def demo(
     quiet_libraries()
     from cliptune.demo import run_demo
 
-    run_demo(quick=quick, data_dir=data_dir, output_dir=output_dir, overrides=list(set_), progress=progress_enabled(quiet),
+    run_demo(quick=quick, data_dir=data_dir, output_dir=output_dir, overrides=list(set_),
+             progress=progress_enabled(quiet),
              console=console, out=out)

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 from rich.table import Table
 
+from cliptune.train.metrics_file import metrics_record  # noqa: F401  (the metrics.json shape, re-exported)
+from cliptune.utils.atomic import write_json_atomic  # noqa: F401  (re-exported)
+
 TABLE_METRICS = ("R@1", "R@5", "R@10", "mAP")
-
-
-def metrics_record(metrics: dict, *, model: str, data: str, split: str, skipped: int = 0) -> dict:
-    """One evaluation in the metrics.json shape: t2i/i2t blocks, counts, provenance."""
-    return {"t2i": metrics["t2i"], "i2t": metrics["i2t"], "n_images": metrics["n_images"],
-            "n_texts": metrics["n_texts"], "model": model, "data": data, "split": split, "skipped_samples": skipped}
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def point_change(before: float, after: float) -> str:

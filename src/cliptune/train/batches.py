@@ -45,13 +45,17 @@ class MicroBatch:
         """The rows this rank encodes."""
         if self.per_rank:
             return self
-        shard = (lambda t: dctx.shard(t) if t is not None else None)
+        def shard(t):
+            return dctx.shard(t) if t is not None else None
+
         return MicroBatch(self.rows, True, shard(self.image_index), shard(self.caption_index), self.captions,
                           self.pixels)
 
     def take(self, positions: torch.Tensor) -> "MicroBatch":
         """A subset of this rank's rows (GradCache encodes a batch a few rows at a time)."""
-        pick = (lambda t: t[positions] if t is not None else None)
+        def pick(t):
+            return t[positions] if t is not None else None
+
         captions = [self.captions[int(p)] for p in positions] if self.captions is not None else None
         return MicroBatch(len(positions), True, pick(self.image_index), pick(self.caption_index), captions,
                           pick(self.pixels))

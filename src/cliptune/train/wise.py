@@ -144,7 +144,7 @@ def run_wise_ft(base_model: nn.Module | Mapping[str, torch.Tensor], tuned_model:
                 val_records: list[Record], general_records: list[Record] | None = None,
                 alphas: str | list[float] = DEFAULT_ALPHAS, rule: str | Rule | None = None,
                 out_dir: str | Path | None = None, metric: str = DEFAULT_METRIC, describe: dict | None = None,
-                on_alpha: Callable[[dict], None] | None = None, **eval_kw) -> dict:
+                on_alpha: Callable[[dict], None] | None = None, plot: Callable | None = None, **eval_kw) -> dict:
     """Sweep α, choose one by `rule`, and (with `out_dir`) export it; returns the `wise.json` payload.
 
     `base_model` is the model fine-tuning started from, or its state dict (`snapshot(model)` taken before
@@ -152,7 +152,8 @@ def run_wise_ft(base_model: nn.Module | Mapping[str, torch.Tensor], tuned_model:
     optional general set whose score the rule weighs against the target's. `eval_kw` go to
     `inference.evaluate.evaluate_records` (batch_size, num_workers, chunk_size, cache, progress).
     `on_alpha(row)` is called after each α (for progress output). Writes `out_dir/model/` (the chosen model in
-    the backend's native format), `out_dir/wise.json` and `out_dir/wise.png`.
+    the backend's native format), `out_dir/wise.json` and, given `plot(path, rows, chosen, metric, rule)` (e.g.
+    `report.wise_plot.write_tradeoff_plot`), `out_dir/wise.png`.
     """
     from cliptune.inference.evaluate import evaluate_records
 
@@ -196,15 +197,16 @@ def run_wise_ft(base_model: nn.Module | Mapping[str, torch.Tensor], tuned_model:
         "alphas": rows,
     }
     if out_dir is not None:
-        from cliptune.report.table import write_json_atomic
-        from cliptune.report.wise_plot import write_tradeoff_plot
+        from cliptune.utils.atomic import write_json_atomic
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         work.load_state_dict(interpolate(base_state, tuned_state, chosen))
         work.save(out_dir / MODEL_DIR)
-        payload.update(model_dir=MODEL_DIR, plot=PLOT_NAME)
-        write_tradeoff_plot(out_dir / PLOT_NAME, rows, chosen, metric, str(rule))
+        payload.update(model_dir=MODEL_DIR)
+        if plot is not None:
+            plot(out_dir / PLOT_NAME, rows, chosen, metric, str(rule))
+            payload.update(plot=PLOT_NAME)
         write_json_atomic(out_dir / JSON_NAME, payload)
     del work
     return payload

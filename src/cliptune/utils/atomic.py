@@ -76,3 +76,12 @@ def locked(directory: str | os.PathLike) -> Iterator[None]:
 
 
 __all__ = ["fsync_dir", "locked", "usual_mode", "write_atomic", "write_text_atomic"]
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    """`payload` as indented JSON, written atomically (parent folders created)."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
