@@ -76,7 +76,9 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_exactly(tmp_p
     resumed = subprocess.run([sys.executable, "-m", "cliptune", "train", "--resume", str(run_dir), "-q"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"steps {saved + 1}-16" in resumed.stderr and "(this process)" in resumed.stderr, resumed.stderr
+    summary = resumed.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"steps {saved + 1}-16 in ") and "(this process)" in summary, resumed.stderr
+    assert "best step 16" in summary and "no early stop" in summary, summary
 
     cfg = load_config(None, [f"data.path={shapes_csv}", "model.spec=tiny-clip", f"train.output_dir={tmp_path}",
                              "train.name=whole", *SETTINGS])

@@ -97,3 +97,18 @@ def test_a_callback_observes_evaluations_and_stops_the_run(tmp_path, shapes_csv)
     assert [s for s, _ in observer.evaluations] == [2, 4]
     assert all(0 <= score <= 1 for _, score in observer.evaluations)
     assert observer.steps == [1, 2, 3, 4] and result.steps == 4
+
+
+def test_off_a_terminal_the_log_is_timestamped_lines(tmp_path, shapes_csv, capsys):
+    import re
+
+    cfg = load_config(None, [f"data.path={shapes_csv}", "model.spec=tiny-clip", f"train.output_dir={tmp_path}",
+                             "train.name=lines", "train.max_steps=4", "train.eval_every=2", "train.log_every=2",
+                             "train.batch_size=8", "eval.report=false", "eval.before=false"])
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    train_run(cfg, run, progress=True)
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step "
+    assert len(re.findall(stamp + r"[24]/4  loss \d", err, re.M)) == 2, err
+    assert len(re.findall(stamp + r"[24]/4  eval on val: mean_R@10 \d", err, re.M)) == 2, err
+    assert "training:" not in err  # no progress bar redrawn with carriage returns
