@@ -45,7 +45,8 @@ class TrainContext:
     text_augment: TextAugment | None = None
     evaluate: Callable[..., dict] | None = None  # (model, records, **eval_kw) -> metrics
     eval_kw: dict = field(default_factory=dict)
-    progress: bool = True
+    progress: bool = True  # report progress (a bar on a terminal, plain lines elsewhere)
+    bars: bool = True  # progress bars of evaluation, caching and mining: on a terminal only
     console: Any = None
     callbacks: Any = None  # the run's CallbackList (the evaluation callback tells the others what it measured)
 

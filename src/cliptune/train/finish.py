@@ -65,7 +65,7 @@ def _export(ctx: TrainContext, state: TrainState, t_start: float) -> TrainResult
         export_model(model, ctx.run.model_dir)  # LoRA adapters, if any, are merged into the weights
     if ctx.pairs is not None:
         done = finish_match(model, model.match_head, ctx.val or ctx.train, ctx.test, ctx.run.model_dir,
-                            metric=cfg.train.match_threshold_metric, progress=ctx.progress,
+                            metric=cfg.train.match_threshold_metric, progress=ctx.bars,
                             batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         after = {"match": done["test"]} if done["test"] is not None else None
     return TrainResult(ctx.run.path, state.step, state.before, after, state.stopper.best_step,

@@ -9,6 +9,7 @@ cached features at the freeze boundary (frozen prefix, no augmentation) or runs 
 from __future__ import annotations
 
 import random
+import sys
 
 import torch
 
@@ -25,6 +26,7 @@ from cliptune.objectives import build_objective
 from cliptune.objectives.batch import capabilities_of
 from cliptune.objectives.hooks import attach_objective
 from cliptune.train.batches import IndexedBatches, StreamedBatches, check_streamable
+from cliptune.train.callbacks.progress import is_terminal
 from cliptune.train.context import TrainContext
 from cliptune.train.distributed import init_distributed
 from cliptune.train.early_stop import EarlyStopping
@@ -141,9 +143,9 @@ def build_context(cfg: Config, model, data: Dataset, run: RunDir, progress: bool
     apply_freeze(model, plan)
     ctx = TrainContext(cfg, run, model, device, precision, dctx, plan, train, val, test, objective=None,
                        capabilities=None, history=History(run.path, enabled=dctx.is_main), progress=progress,
-                       console=console)
+                       console=console, bars=progress and is_terminal(sys.stderr))
     if tc.feature_cache and (plan.frozen_prefix("image") or plan.frozen_prefix("text")):
-        ctx.cache = FeatureCache(model, plan, default_cache_dir(), progress=progress,
+        ctx.cache = FeatureCache(model, plan, default_cache_dir(), progress=ctx.bars,
                                  num_workers=cfg.data.num_workers, batch_size=cfg.eval.batch_size)
     _inputs(ctx)
     ctx.objective = build_objective(cfg.loss.type, **cfg.loss.params).to(device)
@@ -154,7 +156,7 @@ def build_context(cfg: Config, model, data: Dataset, run: RunDir, progress: bool
     ctx.source = _streamed_batches(ctx) if train is None else _indexed_batches(ctx)
     ctx.pairs = match_pairs(train) if tc.task == "match" else None
     ctx.evaluate = _evaluate_match if ctx.pairs is not None else _evaluate_retrieval
-    ctx.eval_kw = dict(cache=ctx.cache, progress=progress, batch_size=cfg.eval.batch_size,
+    ctx.eval_kw = dict(cache=ctx.cache, progress=ctx.bars, batch_size=cfg.eval.batch_size,
                        num_workers=cfg.data.num_workers, chunk_size=cfg.eval.chunk_size)
     return ctx
 

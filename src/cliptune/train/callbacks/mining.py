@@ -19,7 +19,7 @@ class MiningRefresh(Callback):
         if self.mined_epoch == due:
             return
         self.mined_epoch = due
-        image_all, text_all, _ = embed_split(ctx.model, ctx.train, cache=ctx.cache, progress=ctx.progress,
+        image_all, text_all, _ = embed_split(ctx.model, ctx.train, cache=ctx.cache, progress=ctx.bars,
                                              batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         captions = ctx.captions
         state.mined = mine_for(objective, image_all, text_all, captions.text_to_image, seed=cfg.train.seed + due)
