@@ -110,7 +110,6 @@ def test_a_different_model_is_refused_with_a_clear_message(flat, records):
 
 
 def test_hnsw_and_ivfpq_agree_with_exact_search(flat, model, records, tmp_path):
-    import numpy as np
 
     from cliptune.search.index import build_index
 

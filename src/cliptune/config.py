@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cliptune.errors import UsageError
-from cliptune.train.task_defaults import apply_task_defaults
+from cliptune.task_defaults import apply_task_defaults
 
 
 class _Section(BaseModel):

@@ -163,43 +163,10 @@ def _match_head(spec: str) -> "MatchHead":
     return (head if head is not None else ScoreHead()).eval()
 
 
-def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec: str | None = None,
-               max_upload_bytes: int | None = None, threshold: float | None = None,
-               match_head: "MatchHead | None" = None, limits: ServerLimits | None = None) -> FastAPI:
-    """The app serving `model` (and `index`, which must have been built with it). `/match` uses `match_head`,
-    by default the one saved with the model; `threshold` overrides its threshold. `max_upload_bytes`, when given,
-    overrides `limits.max_upload_bytes`."""
-    spec = model_spec or str(getattr(model, "spec", "") or "model")
-    if index is not None:
-        index.check_model(model)
-    head = match_head if match_head is not None else _match_head(spec)
-    if threshold is not None:
-        head.threshold = float(threshold)
-    dim = int(model.embed_dim)
-    limits = limits or ServerLimits()
-    max_upload_bytes = int(max_upload_bytes if max_upload_bytes is not None else limits.max_upload_bytes)
-    image_size = int(getattr(model, "image_size", 224))
-    pixel_limit = int(limits.pixel_limit or default_pixel_limit(image_size))
-    slots = WorkSlots(limits.max_concurrent, limits.busy_timeout_s)
+def _search_routes(app: FastAPI, model: "DualEncoder", index: "Index | None", slots: WorkSlots, picture) -> None:
+    """/search, /search/image and /image/{id}, answered from `index` (404 without one); images added by
+    `cliptune index --add` are picked up every INDEX_CHECK_INTERVAL_S."""
     last_index_check = [0.0]
-
-    app = FastAPI(title="cliptune", version=__version__, docs_url=None, redoc_url=None,
-                  description="Embed, search, match and classify images and texts with a CLIP-style model. "
-                              f"Uploads: at most {max_upload_bytes / 1e6:g} MB and {pixel_limit:,} pixels.")
-    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-    app.add_middleware(HeadAsGet)
-    mount_offline_docs(app)
-
-    def picture(file: UploadFile):
-        return decode_upload(file, pixel_limit, image_size)
-
-    @app.exception_handler(UsageError)
-    async def usage_error(request: Request, err: UsageError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=400)
-
-    @app.exception_handler(CliptuneError)
-    async def runtime_error(request: Request, err: CliptuneError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=500)
 
     def need_index() -> "Index":
         if index is None:
@@ -209,25 +176,6 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
             last_index_check[0] = now
             index.refresh()
         return index
-
-    @app.get("/health", response_model=Health, tags=["service"])
-    def health() -> Health:
-        return Health(status="ok", version=__version__, model=spec, embed_dim=dim,
-                      index=None if index is None else index.summary(), match_head=head.kind,
-                      threshold=head.threshold,
-                      max_upload_bytes=max_upload_bytes, pixel_limit=pixel_limit)
-
-    @app.post("/embed/text", response_model=Embeddings, tags=["embed"], responses=errors(400, 413, 503))
-    def embed_text(body: EmbedTextRequest) -> Embeddings:
-        with slots.hold():
-            vectors = embed_texts(model, body.texts)
-        return Embeddings(model=spec, dim=vectors.shape[1], embeddings=vectors.tolist())
-
-    @app.post("/embed/image", response_model=Embedding, tags=["embed"], responses=errors(400, 413, 503))
-    def embed_image(file: UploadFile = File(..., description="An image file.")) -> Embedding:
-        with slots.hold():
-            vector = embed_pil(model, [picture(file)])[0]
-        return Embedding(model=spec, dim=vector.shape[0], embedding=vector.tolist())
 
     @app.get("/search", response_model=SearchResult, tags=["search"], responses=errors(400, 404, 413, 503))
     def search(q: str = Query(..., max_length=MAX_TEXT_CHARS, description="What to look for, in words."),
@@ -268,6 +216,10 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=3600"})
 
+
+def _task_routes(app: FastAPI, model: "DualEncoder", head: "MatchHead", slots: WorkSlots, picture) -> None:
+    """/match (the match head at its threshold) and /classify (zero-shot over given labels)."""
+
     @app.post("/match", response_model=MatchResult, tags=["match"], responses=errors(400, 413, 503))
     def match(file: UploadFile = File(..., description="An image file."),
               text: str = Form(..., max_length=MAX_TEXT_CHARS, description="A caption to check against it.")
@@ -294,6 +246,67 @@ def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec
         order = torch.argsort(probabilities, descending=True).tolist()
         return Classification(template=template, predictions=[
             Prediction(label=names[i], probability=float(probabilities[i]), score=float(scores[i])) for i in order])
+
+
+def create_app(model: "DualEncoder", index: "Index | None" = None, *, model_spec: str | None = None,
+               max_upload_bytes: int | None = None, threshold: float | None = None,
+               match_head: "MatchHead | None" = None, limits: ServerLimits | None = None) -> FastAPI:
+    """The app serving `model` (and `index`, which must have been built with it). `/match` uses `match_head`,
+    by default the one saved with the model; `threshold` overrides its threshold. `max_upload_bytes`, when given,
+    overrides `limits.max_upload_bytes`."""
+    spec = model_spec or str(getattr(model, "spec", "") or "model")
+    if index is not None:
+        index.check_model(model)
+    head = match_head if match_head is not None else _match_head(spec)
+    if threshold is not None:
+        head.threshold = float(threshold)
+    dim = int(model.embed_dim)
+    limits = limits or ServerLimits()
+    max_upload_bytes = int(max_upload_bytes if max_upload_bytes is not None else limits.max_upload_bytes)
+    image_size = int(getattr(model, "image_size", 224))
+    pixel_limit = int(limits.pixel_limit or default_pixel_limit(image_size))
+    slots = WorkSlots(limits.max_concurrent, limits.busy_timeout_s)
+
+    app = FastAPI(title="cliptune", version=__version__, docs_url=None, redoc_url=None,
+                  description="Embed, search, match and classify images and texts with a CLIP-style model. "
+                              f"Uploads: at most {max_upload_bytes / 1e6:g} MB and {pixel_limit:,} pixels.")
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(HeadAsGet)
+    mount_offline_docs(app)
+
+    def picture(file: UploadFile):
+        return decode_upload(file, pixel_limit, image_size)
+
+    @app.exception_handler(UsageError)
+    async def usage_error(request: Request, err: UsageError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=400)
+
+    @app.exception_handler(CliptuneError)
+    async def runtime_error(request: Request, err: CliptuneError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=500)
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        return Health(status="ok", version=__version__, model=spec, embed_dim=dim,
+                      index=None if index is None else index.summary(), match_head=head.kind,
+                      threshold=head.threshold,
+                      max_upload_bytes=max_upload_bytes, pixel_limit=pixel_limit)
+
+    @app.post("/embed/text", response_model=Embeddings, tags=["embed"], responses=errors(400, 413, 503))
+    def embed_text(body: EmbedTextRequest) -> Embeddings:
+        with slots.hold():
+            vectors = embed_texts(model, body.texts)
+        return Embeddings(model=spec, dim=vectors.shape[1], embeddings=vectors.tolist())
+
+    @app.post("/embed/image", response_model=Embedding, tags=["embed"], responses=errors(400, 413, 503))
+    def embed_image(file: UploadFile = File(..., description="An image file.")) -> Embedding:
+        with slots.hold():
+            vector = embed_pil(model, [picture(file)])[0]
+        return Embedding(model=spec, dim=vector.shape[0], embedding=vector.tolist())
+
+    _search_routes(app, model, index, slots, picture)
+
+    _task_routes(app, model, head, slots, picture)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

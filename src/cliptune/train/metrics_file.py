@@ -12,14 +12,15 @@ def metrics_record(metrics: dict, *, model: str, data: str, split: str, skipped:
             "n_texts": metrics["n_texts"], "model": model, "data": data, "split": split, "skipped_samples": skipped}
 
 
-def metrics_payload(cfg: Config, result, skipped: int) -> dict:
-    """metrics.json of a finished run (`result` is its TrainResult, with `after` set)."""
+def metrics_payload(cfg: Config, result, skipped: int, model_dir) -> dict:
+    """metrics.json of a finished run (`result` is its TrainResult, with `after` set; a match run's tuned threshold
+    and validation metrics are read from the exported model in `model_dir`)."""
     common = dict(model=cfg.model.spec, data=str(cfg.data.path), split=cfg.eval.split, skipped=skipped)
     if cfg.train.task == "match":
-        payload = {"match": result.after["match"], "model": common["model"], "data": common["data"],
-                   "split": common["split"], "skipped_samples": common["skipped"]}
-        if result.before is not None:
-            payload["before"] = {"match": result.before["match"]}
+        from cliptune.train.match import match_run_record
+
+        payload = match_run_record(model_dir, result.after, result.before, model=common["model"],
+                                   data=common["data"], split=common["split"], skipped_samples=common["skipped"])
     else:
         payload = metrics_record(result.after, **common)
         payload["after"] = metrics_record(result.after, **common)
