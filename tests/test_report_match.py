@@ -26,6 +26,9 @@ def match_run(tmp_path_factory):
                              f"data.path={data}", f"train.output_dir={root / 'runs'}", "train.name=m"])
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     train_run(cfg, run, progress=False)
+    from cliptune.report.html import write_report
+
+    write_report(run.path, progress=False)  # as `cliptune train` does after training
     return run.path
 
 
