@@ -112,3 +112,28 @@ def test_off_a_terminal_the_log_is_timestamped_lines(tmp_path, shapes_csv, capsy
     assert len(re.findall(stamp + r"[24]/4  loss \d", err, re.M)) == 2, err
     assert len(re.findall(stamp + r"[24]/4  eval on val: mean_R@10 \d", err, re.M)) == 2, err
     assert "training:" not in err  # no progress bar redrawn with carriage returns
+
+
+def test_a_library_warning_raised_every_step_is_shown_once_per_run(tmp_path, shapes_csv, monkeypatch):
+    """Python shows a warning once per place (the "default" action); nothing in the loop may reset that registry
+    per step, or a deprecation inside a library call would be printed at every step."""
+    import warnings
+
+    from cliptune.objectives.infonce import InfoNCE
+
+    forward = InfoNCE.forward
+
+    def warning_forward(self, *args, **kwargs):
+        warnings.warn("this argument will be removed", FutureWarning)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(InfoNCE, "forward", warning_forward)
+    cfg = load_config(None, [f"data.path={shapes_csv}", "model.spec=tiny-clip", f"train.output_dir={tmp_path}",
+                             "train.name=warned", "train.max_steps=8", "train.batch_size=8", "eval.report=false",
+                             "eval.before=false"])
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        result = train_run(cfg, run, progress=False)
+    assert result.steps == 8
+    assert sum("will be removed" in str(w.message) for w in seen) == 1

@@ -53,13 +53,11 @@ class DistContext:
         """Concatenate every rank's rows in rank order; the result keeps the gradient path to the local rows."""
         if not self.enabled:
             return tensor
-        import warnings
-
         from torch.distributed.nn.functional import all_gather
 
-        with warnings.catch_warnings():  # the autograd-aware gather is what we need; its successor is not public yet
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather is deprecated")
-            return torch.cat(all_gather(tensor.contiguous()), dim=0)
+        # the autograd-aware gather is what we need; its deprecation warning is silenced for the whole run by
+        # `train.step.run_warning_filters` (a per-call filter would reset the warn-once registry every step)
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
     def average_gradients(self, parameters) -> None:
         if not self.enabled:

@@ -4,6 +4,7 @@ some rank, keeping data order and schedule on track (the non-finite guard callba
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -130,11 +131,21 @@ def _update(ctx: TrainContext, state: TrainState, finite: bool) -> None:
         state.scaler.update()
     else:
         state.optimizer.zero_grad(set_to_none=True)
-    with warnings.catch_warnings():  # a skipped update still advances the schedule, on purpose
-        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-        state.scheduler.step()
+    state.scheduler.step()  # a skipped update still advances the schedule, on purpose (see `run_warning_filters`)
     with torch.no_grad():
         ctx.model.logit_scale.clamp_(0, math.log(ctx.model.max_logit_scale))
+
+
+@contextlib.contextmanager
+def run_warning_filters():
+    """For a whole run, silence two warnings the loop triggers on purpose: torch's "scheduler stepped before
+    optimizer" (a skipped update still advances the schedule) and the deprecation of the autograd-aware
+    `all_gather` (its successor is not public yet). Entered once per run, not per step: `warnings.catch_warnings`
+    resets Python's warn-once registry on every entry, so a per-step block would repeat every warning every step."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather is deprecated")
+        yield
 
 
 def train_step(ctx: TrainContext, state: TrainState, group: list[MicroBatch]) -> StepOutput:

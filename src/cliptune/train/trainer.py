@@ -33,7 +33,7 @@ from cliptune.train.precision import resolve_device, resolve_precision
 from cliptune.train.rundir import RunDir
 from cliptune.train.setup import build_context, build_state, seed_everything  # noqa: F401  (re-exported)
 from cliptune.train.state import TrainState
-from cliptune.train.step import train_step
+from cliptune.train.step import run_warning_filters, train_step
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
 
@@ -114,7 +114,8 @@ class Trainer:
         start(ctx, state, resume)
         callbacks.on_train_begin(ctx, state)
         try:
-            run_loop(ctx, state, callbacks)
+            with run_warning_filters():
+                run_loop(ctx, state, callbacks)
         finally:
             callbacks.get(Interruption).restore()
         callbacks.on_train_end(ctx, state)
