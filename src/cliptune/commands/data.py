@@ -82,3 +82,24 @@ def build_icons_cmd(
     csv_path = write_picture_set(items, out_dir, "icons", theme, _emoji_fingerprints(emoji_dir), size,
                                  provenance, force=force)
     console.print(f"wrote {csv_path}")
+
+
+@build_app.command("emoji-classes")
+def build_emoji_classes_cmd(
+    emoji_dir: Path = typer.Option(Path("data/emoji"), "--emoji-dir", help="An emoji build (built when absent)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Default: data/emoji-<level>-<split>."),
+    level: str = typer.Option("subgroup", "--level", help="CLDR level used as the class: group or subgroup."),
+    split: str = typer.Option("test", "--split", help="Split of the emoji data to file (as the demo splits it), "
+                              "or 'all'."),
+    min_images: int = typer.Option(1, "--min-images", help="Leave out classes with fewer images."),
+):
+    """Emoji class folders (CLDR group or subgroup as the class) for zero-shot classification."""
+    from cliptune.data.builders.emoji import build_emoji
+    from cliptune.data.builders.emoji_classes import build_emoji_classes
+    from cliptune.data.load import load_dataset
+
+    data = load_dataset(build_emoji(emoji_dir))
+    records = data.records if split == "all" else data.split(split)
+    out_dir = out_dir or Path(f"data/emoji-{level}-{split}")
+    counts = build_emoji_classes([Path(r.image) for r in records], out_dir, level, min_images)
+    console.print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out_dir}")
