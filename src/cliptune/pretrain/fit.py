@@ -1,8 +1,8 @@
 """Fit a dual encoder's projection heads and logit scale with InfoNCE on cached pooled features.
 
 Each epoch draws one caption per image, so an image with several captions is seen with all of them over the run.
-Drawings that share a caption ('card', 'folder') are positives of each other in a batch, not false negatives: the
-targets spread over every pair with the same caption text.
+(Drawings that share a caption, 'card' or 'folder', need no special targets: identical captions have identical
+embeddings, so spreading a caption's target over its images would give exactly the plain loss.)
 """
 
 from __future__ import annotations
@@ -42,15 +42,13 @@ def head_parameters(model: DualEncoder) -> tuple[list[nn.Parameter], list[nn.Par
     return decay, no_decay + [model.logit_scale]
 
 
-def _pair_loss(model: DualEncoder, img: torch.Tensor, txt: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE with multi-positive targets (`same[i, j]`: caption i also describes image j)."""
+def _pair_loss(model: DualEncoder, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of (image, caption) pairs, row i matching row i."""
     zi = nn.functional.normalize(model.image_tower.suffix({"pooled": img}, 0), dim=-1)
     zt = nn.functional.normalize(model.text_tower.suffix({"pooled": txt}, 0), dim=-1)
     logits = model.scale() * zt @ zi.T
-    targets = same.float() / same.float().sum(dim=1, keepdim=True)
-    t2i = -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
-    i2t = -(targets.T * logits.T.log_softmax(dim=1)).sum(dim=1).mean()
-    return (t2i + i2t) / 2
+    target = torch.arange(len(img))
+    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
 
 
 def _draw_captions(data: PairFeatures, gen: torch.Generator) -> torch.Tensor:
@@ -70,7 +68,6 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def fit_heads(model: DualEncoder, data: PairFeatures, recipe: HeadRecipe, log=None) -> dict:
     """Train the heads and logit scale of `model` in place; returns per-epoch losses and the wall time."""
     gen = torch.Generator().manual_seed(recipe.seed)
-    caption_ids = _caption_ids(data.captions)
     decay, no_decay = head_parameters(model)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
@@ -84,10 +81,9 @@ def fit_heads(model: DualEncoder, data: PairFeatures, recipe: HeadRecipe, log=No
         for start in range(0, data.n_images, recipe.batch_size):
             rows = images[start:start + recipe.batch_size]
             texts = pick[rows]
-            same = caption_ids[texts][:, None] == caption_ids[texts][None, :]
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, recipe.warmup_epochs * steps_per_epoch, recipe.lr)
-            loss = _pair_loss(model, data.image[rows], data.text[texts], same)
+            loss = _pair_loss(model, data.image[rows], data.text[texts])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,11 +94,6 @@ def fit_heads(model: DualEncoder, data: PairFeatures, recipe: HeadRecipe, log=No
             log(f"epoch {epoch + 1}/{recipe.epochs}: loss {losses[-1]:.4f}, scale {float(model.scale()):.1f}")
     model.eval()
     return {"losses": losses, "seconds": round(time.perf_counter() - started, 1)}
-
-
-def _caption_ids(captions: list[str]) -> torch.Tensor:
-    ids: dict[str, int] = {}
-    return torch.tensor([ids.setdefault(c, len(ids)) for c in captions], dtype=torch.long)
 
 
 @torch.inference_mode()
