@@ -11,10 +11,12 @@ TOOLS := .venv-tools
 LATEST := .venv-latest
 APT_DEMO := fonts-noto-color-emoji
 APT_TEST := $(APT_DEMO) chromium chromium-driver
+# lite's aligned heads are pre-trained on these (never on the emoji data, which is only the overlap check's input)
+APT_PRETRAIN := $(APT_DEMO) openclipart-png openclipart-svg adwaita-icon-theme unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-all test-latest lock venv apt-demo apt-test clean
+.PHONY: demo demo-quick test test-all test-latest lock venv apt-demo apt-test apt-pretrain pretrain-lite clean
 
 venv: $(STAMP)
 
@@ -58,6 +60,16 @@ apt-demo:
 
 apt-test:
 	$(call apt_install,$(APT_TEST))
+
+apt-pretrain:
+	$(call apt_install,$(APT_PRETRAIN))
+
+# Rebuilds src/cliptune/models/pretrained/lite0-heads.{safetensors,json} from data this machine builds.
+pretrain-lite: venv apt-pretrain
+	$(VENV)/bin/cliptune data build emoji
+	$(VENV)/bin/cliptune data build icons
+	$(VENV)/bin/cliptune data build openclipart
+	$(VENV)/bin/cliptune pretrain-lite
 
 demo: venv apt-demo
 	$(VENV)/bin/cliptune demo

