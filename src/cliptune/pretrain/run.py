@@ -56,7 +56,8 @@ def run_pretrain(spec: PretrainSpec, out_dir: Path, name: str, command: str, pro
     fitted = fit_heads(model, train_feats, recipe, log=log if progress else None)
     metrics = heldout_metrics(model, held_feats)
     record = {"arch": {"tower": "efficientnet-lite0", "text": "all-MiniLM-L6-v2", "embed_dim": spec.embed_dim,
-                       "head": spec.head, "head_hidden": spec.head_hidden, "logit_scale": float(model.scale().detach())},
+                       "head": spec.head, "head_hidden": spec.head_hidden,
+                       "logit_scale": float(model.scale().detach())},
               "spec": asdict(spec), "recipe": recipe.as_dict(), "command": command,
               "train": {"images": train_feats.n_images, "captions": len(train_feats.captions), **fitted},
               "heldout": {"images": held_feats.n_images, "captions": len(held_feats.captions), **metrics},

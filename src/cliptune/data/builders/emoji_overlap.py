@@ -2,7 +2,8 @@
 
 Three checks per candidate picture, each against every image of an emoji build (`cliptune data build emoji`):
 the source file's sha256, the sha256 of its pixels (as decoded, and framed and resized like an emoji image), and a
-64-bit difference hash (dHash) of both framed the same way within `NEAR` bits — the last catches the same drawing re-encoded or rescaled.
+64-bit difference hash (dHash) of both framed the same way within `NEAR` bits — the last catches the same drawing
+re-encoded or rescaled.
 A picture that matches any of them is dropped and counted; the counts go into the build's info file.
 """
 
