@@ -10,7 +10,7 @@ UV_VERSION := 0.13.9
 TOOLS := .venv-tools
 LATEST := .venv-latest
 APT_DEMO := fonts-noto-color-emoji
-APT_TEST := $(APT_DEMO) chromium chromium-driver
+APT_TEST := $(APT_DEMO) chromium chromium-driver openclipart-svg
 # lite's aligned heads are pre-trained on these (never on the emoji data, which is only the overlap check's input)
 APT_PRETRAIN := $(APT_DEMO) openclipart-png openclipart-svg adwaita-icon-theme unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
