@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from history_helpers import train_steps
 
 from cliptune.config import load_config
 from cliptune.errors import CliptuneError
@@ -26,21 +27,6 @@ TRAIN_SETTINGS = ["train.max_steps=40", "train.eval_every=5", "train.batch_size=
 def _cliptune(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cliptune", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _train_steps(history: Path) -> list[int]:
-    """Steps of the train events logged so far (a line being written may be incomplete: skipped)."""
-    if not history.is_file():
-        return []
-    steps = []
-    for line in history.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("event") == "train":
-            steps.append(entry["step"])
-    return steps
 
 
 def _leftovers(run_dir: Path) -> list[str]:
@@ -60,7 +46,7 @@ def test_sigkill_at_a_random_step_then_resume(tmp_path, shapes_csv):
                      "--output-dir", tmp_path / "runs", *sets, "-q")
     deadline = time.time() + 240
     try:
-        while not any(s >= kill_after for s in _train_steps(run_dir / "history.jsonl")):
+        while not any(s >= kill_after for s in train_steps(run_dir / "history.jsonl")):
             if proc.poll() is not None:
                 pytest.fail(f"training ended (rc {proc.returncode}) before step {kill_after} {why}: "
                             f"{proc.stderr.read()[-2000:]}")
@@ -71,7 +57,7 @@ def test_sigkill_at_a_random_step_then_resume(tmp_path, shapes_csv):
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    killed_at = max(_train_steps(run_dir / "history.jsonl"))
+    killed_at = max(train_steps(run_dir / "history.jsonl"))
     assert killed_at < MAX_STEPS, f"the run finished before it was killed {why}"
     saved = ckpt.last_step(run_dir / "checkpoints")
     assert saved is not None and saved % 5 == 0 and saved <= killed_at, why
@@ -83,7 +69,7 @@ def test_sigkill_at_a_random_step_then_resume(tmp_path, shapes_csv):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == MAX_STEPS, why
-    steps = _train_steps(run_dir / "history.jsonl")
+    steps = train_steps(run_dir / "history.jsonl")
     assert steps[-1] == MAX_STEPS and set(steps) == set(range(1, MAX_STEPS + 1)), why
 
     from cliptune.models.registry import load_model

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from history_helpers import train_steps
 
 from cliptune.config import load_config
 from cliptune.models.weights import load_state_dict_file
@@ -30,24 +31,11 @@ def _start(tmp_path, shapes_csv, name, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _train_steps(history: Path) -> list[int]:
-    steps = []
-    if history.is_file():
-        for line in history.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") == "train":
-                steps.append(entry["step"])
-    return steps
-
-
 def _signal_after(proc: subprocess.Popen, history: Path, step: int, sig: int) -> tuple[int, str]:
     """Send `sig` once `step` is logged; the exit code and stderr."""
     deadline = time.time() + 240
     try:
-        while not any(s >= step for s in _train_steps(history)):
+        while not any(s >= step for s in train_steps(history)):
             if proc.poll() is not None:
                 pytest.fail(f"training ended (rc {proc.returncode}) before step {step}: {proc.stderr.read()[-2000:]}")
             if time.time() > deadline:
@@ -108,5 +96,5 @@ def test_sigkill_before_the_first_checkpoint_then_resume(tmp_path, shapes_csv):
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 0" in " ".join(resumed.stderr.split())
-    assert _train_steps(run_dir / "history.jsonl") == list(range(2, 17, 2))
+    assert train_steps(run_dir / "history.jsonl") == list(range(2, 17, 2))
     assert json.loads((run_dir / "metrics.json").read_text())["train"]["steps"] == 16
