@@ -59,3 +59,22 @@ def test_wise_chooses_alpha_on_the_runs_val_data(tmp_path, shapes_csv, monkeypat
     payload = json.loads((tmp_path / "wise" / "wise" / "wise.json").read_text())
     assert payload["n_target_records"] == 5
     assert payload["target_data"] == str(val_csv)
+
+
+def test_index_of_a_runs_own_data_reads_its_test_data(tmp_path, shapes_csv, monkeypatch, capsys):
+    """`cliptune index --model runs/X --data <its data> --split test` indexes the test set the run was evaluated
+    on (its --test-data), not the training file's own test split."""
+    test_csv = _subset(shapes_csv, "test.csv", range(12))
+    cfg = _cfg(tmp_path, shapes_csv, "indexed", f"data.test_path={test_csv}")
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    run.config_file.write_text(cfg.to_yaml())
+    (run.path / "model").mkdir()
+    from cliptune.models.registry import load_model
+
+    load_model("tiny-clip").save(run.path / "model")
+    code, out, err = run_cli(monkeypatch, capsys, "index", "--model", run.path, "--data", shapes_csv, "--split",
+                             "test", "--out", tmp_path / "idx", "-q")
+    assert code == 0, err
+    from cliptune.search.index import open_index
+
+    assert len(open_index(tmp_path / "idx").items) == 12

@@ -15,17 +15,25 @@ from cliptune.search.model_choice import DEFAULT_MODEL, MODEL_ENV, resolve_model
 
 
 def _collection(data: Optional[str], images: Optional[Path], split: Optional[str], format: Optional[str],
-                image_root: Optional[str], on_bad_sample: str):
-    """Records to index from exactly one of --data / --images, checked; returns (records, number skipped)."""
+                image_root: Optional[str], on_bad_sample: str, model: Optional[str] = None):
+    """Records to index from exactly one of --data / --images, checked; returns (records, number skipped).
+
+    With a run directory as --model and its own training data as --data, the data is read as the run read it
+    (train/rebuild.py: its split ratios and seed, --val-data/--test-data as its val/test splits)."""
     from cliptune.errors import UsageError
     from cliptune.search.collection import as_records, checked, image_files
+    from cliptune.train.rebuild import is_run_data, load_run_data, run_config
 
     if (data is None) == (images is None):
         raise UsageError("give exactly one of --data (a data spec) or --images (a folder of pictures)")
     if data is not None:
         from cliptune.data.load import load_dataset
 
-        dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample)
+        cfg = run_config(model) if model else None
+        if cfg is not None and is_run_data(cfg, data) and format is None and image_root is None:
+            dataset = load_run_data(cfg)
+        else:
+            dataset = load_dataset(data, format=format, image_root=image_root, on_bad_sample=on_bad_sample)
         records = dataset.records if split in (None, "all") else dataset.split(split)
         if not records:
             raise UsageError(f"{data}: split {split!r} is empty; splits found: {dataset.splits or ['(none)']}")
@@ -66,7 +74,7 @@ def index_cmd(
         raise UsageError("--add extends an index and --overwrite replaces it: give one")
     if not add:
         check_destination(out_dir, overwrite)  # before the slow part
-    records, skipped = _collection(data, images, split, format, image_root, on_bad_sample)
+    records, skipped = _collection(data, images, split, format, image_root, on_bad_sample, model)
     existing = open_index(out_dir) if add else None
     encoder = load_model(model or (existing.model_spec if existing else resolve_model_spec(None)))
     start = time.perf_counter()

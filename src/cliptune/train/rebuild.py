@@ -1,5 +1,5 @@
 """Rebuild what a run trained on, from its config: the data with its separate val/test sets, the base model with
-the objective's extra parameters. `train`, `eval`, `report` and `wise` all call this module, so a later command
+the objective's extra parameters. `train`, `eval`, `report`, `wise` and `index` all call this module, so a later command
 reads exactly the splits and the starting weights the run used (`--val-data`/`--test-data` included).
 
 This is the only training module that touches the model registry; `trainer.py` sees nothing but the DualEncoder.
