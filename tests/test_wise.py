@@ -10,7 +10,7 @@ from cliptune.config import load_config
 from cliptune.errors import UsageError
 from cliptune.models.registry import load_model
 from cliptune.train.wise import check_compatible, interpolate, mixed_model, run_wise_ft, snapshot
-from cliptune.train.wise_rule import Rule, alphas_for, choose_alpha, parse_alphas, parse_rule
+from cliptune.wise_rule import Rule, alphas_for, choose_alpha, parse_alphas, parse_rule
 from cli_inprocess import run_cli
 
 

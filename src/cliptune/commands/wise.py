@@ -70,7 +70,7 @@ def wise(
     Ties go to the smaller α.
     """
     from cliptune.errors import UsageError
-    from cliptune.train.wise_rule import parse_alphas, parse_rule
+    from cliptune.wise_rule import parse_alphas, parse_rule
 
     grid = parse_alphas(alphas)  # bad grids and rules fail before any model is loaded
     chosen_rule = parse_rule(rule, general is not None)

@@ -24,7 +24,7 @@ from torch import nn
 from cliptune.data.records import Record
 from cliptune.errors import UsageError
 from cliptune.eval.retrieval import mean_recall
-from cliptune.train.wise_rule import DEFAULT_ALPHAS, Rule, alphas_for, choose_alpha, parse_alphas, parse_rule
+from cliptune.wise_rule import DEFAULT_ALPHAS, Rule, alphas_for, choose_alpha, parse_alphas, parse_rule
 
 StateDict = dict[str, torch.Tensor]
 REFERENCE = "Wortsman et al. 2022, Robust fine-tuning of zero-shot models (CVPR)"
