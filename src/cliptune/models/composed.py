@@ -137,7 +137,8 @@ class ComposedDualEncoder(DualEncoder):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     # ---- persistence ----------------------------------------------------------------------------------------------
-    def _part_prefixes(self) -> tuple[str, str]:
+    def part_prefixes(self) -> tuple[str, str]:
+        """State-dict prefixes of the two backbones, whose weights the export stores apart from the heads."""
         text_attr = "model" if isinstance(self.text_tower, HFEncoderTower) else "backbone"
         return "image_tower.backbone.model.", f"text_tower.{text_attr}."
 
@@ -151,7 +152,7 @@ class ComposedDualEncoder(DualEncoder):
         with _quiet_transformers():
             self.text_model.save_pretrained(directory / TEXT_DIR)
         self.tokenizer.save_pretrained(directory / TEXT_DIR)
-        parts = self._part_prefixes()
+        parts = self.part_prefixes()
         heads = {k: v for k, v in self.state_dict().items() if not k.startswith(parts)}
         save_safetensors_atomic(heads, directory / HEADS_WEIGHTS)
         write_export_meta(directory, {"backend": self.backend, "format_version": 1, "arch": self.arch,
@@ -166,7 +167,7 @@ class ComposedDualEncoder(DualEncoder):
         arch = dict(read_export_meta(directory)["arch"])
         model = cls(arch.pop("image"), directory / TEXT_DIR, image_weights=directory / IMAGE_WEIGHTS, **arch)
         missing, unexpected = model.load_state_dict(load_state_dict_file(directory / HEADS_WEIGHTS), strict=False)
-        parts = model._part_prefixes()
+        parts = model.part_prefixes()
         missing = [k for k in missing if not k.startswith(parts)]
         if missing or unexpected:
             raise ModelLoadError(f"{directory / HEADS_WEIGHTS}: does not fit the exported architecture "
