@@ -107,6 +107,23 @@ def test_text_cuts_match_the_library_forward_with_padding(lite, k):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_trimmed_text_features_give_the_same_embeddings(lite, k):
+    """Cached text is padded to the split's longest caption; a batch of short ones is trimmed to its own longest
+    (`Tower.trim`) and must embed exactly as untrimmed."""
+    texts = ["a", "red heart", "grinning face with big eyes and a very long caption that pads the others"]
+    with torch.inference_mode():
+        feats = lite.text_tower.prefix(lite.tokenize(texts), k)
+        short = {key: v[:2] for key, v in feats.items()}  # the two short captions, still padded to the long one
+        trimmed = lite.text_tower.trim(short)
+        assert trimmed["hidden"].shape[1] < short["hidden"].shape[1]
+        assert trimmed["attention_mask"].shape[1] == int(short["attention_mask"].sum(dim=1).max())
+        torch.testing.assert_close(lite.text_tower.suffix(trimmed, k), lite.text_tower.suffix(short, k),
+                                   atol=1e-5, rtol=1e-4)
+    maps = {"hidden": torch.zeros(2, 192, 7, 7)}
+    assert lite.image_tower.trim(maps) is maps  # image maps: nothing to trim
+
+
 @pytest.mark.parametrize("k", [0, 1, 2, 17])
 def test_cut_points_are_exact(lite, k):
     x = _pixels(lite, [(10, 200, 30), (200, 10, 30)])

@@ -59,7 +59,8 @@ def suffix_batched(tower, features: Features, k: int, batch_size: int = 256, nor
     n = next(iter(features.values())).shape[0]
     out = []
     for start in range(0, n, batch_size):
-        emb = tower.suffix({key: v[start:start + batch_size].to(device) for key, v in features.items()}, k)
+        batch = tower.trim({key: v[start:start + batch_size] for key, v in features.items()})
+        emb = tower.suffix({key: v.to(device) for key, v in batch.items()}, k)
         out.append(emb.float().cpu())
     emb = torch.cat(out)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb

@@ -46,6 +46,12 @@ class Tower(nn.Module, ABC):
     def forward(self, inputs: Features) -> torch.Tensor:
         return self.suffix(self.prefix(inputs, 0), 0)
 
+    def trim(self, features: Features) -> Features:
+        """Cached prefix features of one batch with what that batch does not need dropped (e.g. padding past its
+        longest caption); `suffix` must give the same output. Cached text is padded to the longest caption of the
+        whole split, so a batch of short captions would otherwise pay for the longest one."""
+        return features
+
     @property
     def n_blocks(self) -> int:
         return len(self.trunk_blocks())

@@ -14,7 +14,7 @@ from torch import nn
 from cliptune.models.backbones import Backbone
 from cliptune.models.base import Features, Tower
 from cliptune.models.pooling import AttentionPool
-from cliptune.models.tower_parts import cut_index, mean_pool, run_bert_layers, with_params
+from cliptune.models.tower_parts import cut_index, mean_pool, run_bert_layers, trim_padding, with_params
 
 
 class BackboneTower(Tower):
@@ -78,6 +78,9 @@ class HFEncoderTower(Tower):
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return run_bert_layers(self.model, hidden, attention_mask, start, stop)
+
+    def trim(self, features: Features) -> Features:
+        return trim_padding(features)
 
     def prefix(self, inputs: Features, k: int) -> Features:
         ids, attn = inputs["input_ids"], inputs["attention_mask"]

@@ -26,7 +26,7 @@ from cliptune.errors import ModelLoadError
 from cliptune.models.base import DualEncoder, Features, Tower
 from cliptune.models.heads import build_head
 from cliptune.models.registry import BACKENDS, SPECS, read_export_meta, write_export_meta
-from cliptune.models.tower_parts import mean_pool, run_bert_layers
+from cliptune.models.tower_parts import mean_pool, run_bert_layers, trim_padding
 from cliptune.utils.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,9 @@ class MiniLMTower(Tower):
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return run_bert_layers(self.bert, hidden, attention_mask, start, stop)
+
+    def trim(self, features: Features) -> Features:
+        return trim_padding(features)
 
     def prefix(self, inputs: Features, k: int) -> Features:
         ids, attn = inputs["input_ids"], inputs["attention_mask"]

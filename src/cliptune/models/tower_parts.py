@@ -22,6 +22,20 @@ def cut_index(k: int, n: int) -> int:
     return n - k
 
 
+def trim_padding(features: Features) -> Features:
+    """Drop the sequence positions past the batch's last real token (right padding, `attention_mask` 0). Exact for
+    towers that mask padding in attention and pooling (mean-pooled BERT encoders); not for towers that pool a fixed
+    position (SigLIP's last token)."""
+    mask = features.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return features
+    used = mask.bool().any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    if length == mask.shape[1]:
+        return features
+    return {k: v[:, :length] if v.dim() >= 2 and v.shape[1] == mask.shape[1] else v for k, v in features.items()}
+
+
 class ParamGroup(nn.Module):
     """Bare parameters seen as one module (for freezing and optimiser groups); never registered in a model tree."""
 

@@ -42,7 +42,7 @@ class Encoder:
         ctx = self.ctx
         tower, k, device = ctx.model.tower(side), ctx.plan.k[side], ctx.device
         if cached is not None:
-            feats = {key: v.to(device, non_blocking=True) for key, v in select(cached, index).items()}
+            feats = {key: v.to(device, non_blocking=True) for key, v in tower.trim(select(cached, index)).items()}
         else:
             feats = tower.prefix({key: v.to(device, non_blocking=True) for key, v in live_inputs.items()}, k)
         return torch.nn.functional.normalize(tower.suffix(feats, k), dim=-1).float()
