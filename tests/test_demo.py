@@ -7,15 +7,21 @@ import sys
 import pytest
 
 from cliptune.demo import demo_config
+from cliptune.recipes import get_recipe
 
 
-def test_demo_configs_resolve(tmp_path):
-    full = demo_config(False, "data/emoji/emoji.csv", str(tmp_path), "demo", [])
-    quick = demo_config(True, "data/emoji/emoji.csv", str(tmp_path), "demo-quick", ["train.epochs=2"])
-    assert full.model.spec == quick.model.spec == "lite"
-    assert full.model.image_size == 224 and quick.model.image_size == 128
-    assert quick.train.epochs == 2 and full.train.epochs > quick.train.epochs
-    assert full.model.unfreeze_last_n.text == quick.model.unfreeze_last_n.text == 1
+def test_demo_takes_the_recipe_train_would_choose(tmp_path, shapes_csv):
+    """The demo is `cliptune train --data` with a named recipe: the automatic CPU choice, or cpu-quick."""
+    full = demo_config(False, str(shapes_csv), str(tmp_path), "demo", [])
+    quick = demo_config(True, str(shapes_csv), str(tmp_path), "demo-quick", ["train.epochs=2"])
+    assert full.choice.recipe.name == "cpu-fast" and quick.choice.recipe.name == "cpu-quick"
+    assert full.cfg.model.spec == quick.cfg.model.spec == "lite"
+    assert full.cfg.model.image_size is None and quick.cfg.model.image_size == 128  # None: lite's native 224
+    recipe = get_recipe("cpu-fast").config
+    assert quick.cfg.train.epochs == 2 and full.cfg.train.epochs == recipe["train"]["epochs"]  # --set wins
+    assert full.cfg.model.unfreeze_last_n.image == recipe["model"]["unfreeze_last_n"]["image"]
+    assert quick.cfg.model.unfreeze_last_n.image == 0
+    assert full.cfg.eval.split == "test" and not (tmp_path / "demo").exists()  # nothing created
 
 
 @pytest.mark.slow

@@ -26,8 +26,9 @@ SETTINGS = ["train.max_steps=16", "train.eval_every=100", "train.batch_size=8", 
 
 def _start(tmp_path, shapes_csv, name, *extra) -> subprocess.Popen:
     sets = [a for s in SETTINGS for a in ("--set", s)]
-    return subprocess.Popen([sys.executable, "-m", "cliptune", "train", "--data", str(shapes_csv), "--model",
-                             "tiny-clip", "--name", name, "--output-dir", str(tmp_path / "runs"), *sets, *extra],
+    return subprocess.Popen([sys.executable, "-m", "cliptune", "train", "--recipe", "none", "--data", str(shapes_csv),
+                             "--model", "tiny-clip", "--name", name, "--output-dir", str(tmp_path / "runs"), *sets,
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

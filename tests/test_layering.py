@@ -1,6 +1,7 @@
 """The one-way flow (DESIGN.md), checked on every import statement of the package — module level or inside a
 function — and followed transitively: config never reaches train; train never reaches report; eval and inference
-never reach train. `make test` runs this with the rest of the suite (and `ruff check` before it)."""
+never reach train; train never reaches recipes (recipes build on it). `make test` runs this with the rest of the
+suite (and `ruff check` before it)."""
 
 import ast
 from functools import lru_cache
@@ -67,7 +68,8 @@ def _under(prefix: str) -> list[str]:
 
 
 CONTRACTS = [("cliptune.config", "cliptune.train"), ("cliptune.train", "cliptune.report"),
-             ("cliptune.eval", "cliptune.train"), ("cliptune.inference", "cliptune.train")]
+             ("cliptune.eval", "cliptune.train"), ("cliptune.inference", "cliptune.train"),
+             ("cliptune.train", "cliptune.recipes")]
 
 
 @pytest.mark.parametrize("source, forbidden", CONTRACTS, ids=[f"{s}-not-{f}" for s, f in CONTRACTS])

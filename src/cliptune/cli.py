@@ -57,6 +57,7 @@ COMMAND_MODULES = (
     "cliptune.commands.serve",
     "cliptune.commands.wise",
     "cliptune.commands.pretrain",
+    "cliptune.commands.recipes",
 )
 
 

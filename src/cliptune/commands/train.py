@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from cliptune.errors import UsageError
+
 from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 
 
@@ -21,6 +23,9 @@ def train(
     streaming: bool = typer.Option(False, "--streaming", help="Stream WebDataset shards instead of indexing them "
                                    "(data.streaming; evaluation then needs --val-data/--test-data)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec (overrides model.spec)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe (`cliptune recipes` lists them; "
+                                         "default: chosen for the device, model and data size; none: built-in "
+                                         "defaults). The config file and --set override it."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set train.lr=1e-4 (repeatable)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under train.output_dir)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Where run directories go (default runs/)."),
@@ -34,6 +39,8 @@ def train(
         console.quiet = out.quiet = quiet = True
     from cliptune.report.table import results_table
     from cliptune.report.wise_plot import write_tradeoff_plot
+    from cliptune.recipes.announce import plan_hook
+    from cliptune.recipes.resolve import new_run
     from cliptune.train.run import resolve_run, train_run
 
     overrides = list(set_)
@@ -44,10 +51,18 @@ def train(
                        ("train.output_dir", output_dir), ("data.on_bad_sample", on_bad_sample)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    cfg, run = resolve_run(str(config) if config else None, overrides, str(resume) if resume else None)
+    if resume is not None:
+        if recipe is not None:
+            raise UsageError("--recipe applies to a new run; a resumed run keeps the settings in its config.yaml")
+        cfg, run = resolve_run(None, overrides, str(resume))
+        data, before_fit = None, None
+    else:
+        resolved, run = new_run(str(config) if config else None, overrides, recipe)
+        cfg, data = resolved.cfg, resolved.data
+        before_fit = plan_hook(resolved, run, console.print)
     console.print(f"run directory: [bold]{run.path}[/]")
     result = train_run(cfg, run, resume=resume is not None, progress=progress_enabled(quiet), console=console,
-                       wise_plot=write_tradeoff_plot)
+                       wise_plot=write_tradeoff_plot, data=data, before_fit=before_fit)
     write_run_report(cfg, run, result, progress_enabled(quiet), console)
     if result.after is not None:
         out.print(results_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))

@@ -102,6 +102,16 @@ class FeatureCache:
         save_safetensors_atomic({k: v.contiguous() for k, v in feats.items()}, path)
         return feats
 
+    def holds(self, side: str, records: list[Record]) -> bool:
+        """Whether the disk cache already has `side` of these records, as training and evaluation ask for it."""
+        from cliptune.data.datasets import CaptionIndex
+
+        if self.cache_dir is None:
+            return False
+        digest = _inputs_digest_images(records) if side == "image" else \
+            _inputs_digest_texts(CaptionIndex.from_records(records).texts)
+        return (self.cache_dir / f"{self._key(side, digest)}.safetensors").is_file()
+
     def images(self, records: list[Record], desc: str = "caching image features") -> Features:
         key = self._key("image", _inputs_digest_images(records))
         return self._cached(key, lambda: prefix_images(self.model, records, self.plan.k["image"],

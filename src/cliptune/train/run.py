@@ -46,19 +46,21 @@ def _resume_config(path: Path, overrides: list[str]) -> tuple[Config, RunDir]:
 
 
 def train_run(cfg: Config, run: RunDir, resume: bool = False, progress: bool = True, console=None,
-              callbacks: list | tuple = (), wise_plot=None) -> TrainResult:
+              callbacks: list | tuple = (), wise_plot=None, data=None, before_fit=None) -> TrainResult:
     """Load the run's data and model, fit, then WiSE-FT and metrics.json; holds the run directory's lock.
 
     `callbacks` observe (or stop) the loop (train/callbacks/base.py); `wise_plot` draws wise/wise.png when
     train.wise_ft is on (the report package's plotter: training does not import the report). report.html is the
-    caller's to write (`report.html.write_report`), as `cliptune train` does."""
+    caller's to write (`report.html.write_report`), as `cliptune train` does. `data` is the run's data when the
+    caller has read it already (`load_run_data(cfg)`); `before_fit(model, data)` runs on rank 0 once the model and
+    data are loaded, before anything is trained (`cliptune train` prints its plan and time estimate there)."""
     is_main = int(os.environ.get("RANK", "0")) == 0
     with RunLock(run.path) if is_main else contextlib.nullcontext():
-        return _train_run(cfg, run, resume, progress, console, callbacks, wise_plot, is_main)
+        return _train_run(cfg, run, resume, progress, console, callbacks, wise_plot, is_main, data, before_fit)
 
 
 def _train_run(cfg: Config, run: RunDir, resume: bool, progress: bool, console, callbacks, wise_plot,
-               is_main: bool) -> TrainResult:
+               is_main: bool, data=None, before_fit=None) -> TrainResult:
     from cliptune.data.skipped import write_run_skipped
 
     if not cfg.data.path:
@@ -69,12 +71,14 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, progress: bool, console, 
     if d.streaming and not (d.val_path or d.test_path):
         _say(console, "[yellow]data.streaming without data.val_path or data.test_path: nothing to evaluate "
                       "on, so no before/after metrics and no early stopping[/]")
-    data = load_run_data(cfg)
+    data = load_run_data(cfg) if data is None else data
     if is_main and resume:  # accepted and its data loads: the allowed changes become the run's config
         write_text_atomic(run.config_file, cfg.to_yaml())
     if is_main:
         write_run_skipped(run.path, data.skipped, console)  # now, so a run that stops early still lists them
     model = build_model(cfg)
+    if is_main and before_fit is not None:
+        before_fit(model, data)
     trainer = Trainer(cfg, model, data, run, progress=progress, console=console, callbacks=callbacks)
     result = trainer.fit(resume=resume)
     skipped = write_run_skipped(run.path, data.skipped + result.extra.get("skipped", [])) if is_main else 0
