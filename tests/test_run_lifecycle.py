@@ -57,20 +57,28 @@ def test_bad_settings_exit_2_naming_the_key_and_leave_no_run_dir(tmp_path, shape
 
 
 # ---- 5. nothing burns a run ---------------------------------------------------------------------------------------
-def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun_or_resumed(tmp_path, shapes_csv, monkeypatch,
-                                                                              capsys):
+def test_bad_data_exits_2_naming_the_file_and_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
+    """The data is read (for the recipe choice) before the run directory is created."""
     missing = tmp_path / "missing.csv"
     missing.write_text("image_path,label\nnowhere.png,1\n")  # no caption column: refused while loading
-    code, _, err = _train(monkeypatch, capsys, tmp_path, missing, "burned")
+    code, _, err = _train(monkeypatch, capsys, tmp_path, missing, "never")
+    assert code == 2 and str(missing) in _flat(err) and "caption" in err, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun_or_resumed(tmp_path, shapes_csv, monkeypatch,
+                                                                              capsys):
+    bad_model = tmp_path / "no-such-model"  # a missing model fails once the run directory exists
+    code, _, err = _train(monkeypatch, capsys, tmp_path, shapes_csv, "burned", "--model", bad_model)
     assert code == 2 and (tmp_path / "burned" / "config.yaml").is_file(), err
     code, _, err = _train(monkeypatch, capsys, tmp_path, shapes_csv, "burned", "--set", "train.max_steps=2")
     assert code == 0, err[-2000:]
     assert json.loads((tmp_path / "burned" / "metrics.json").read_text())["train"]["steps"] == 2
 
-    code, _, err = _train(monkeypatch, capsys, tmp_path, missing, "again")
+    code, _, err = _train(monkeypatch, capsys, tmp_path, shapes_csv, "again", "--model", bad_model)
     assert code == 2
     config = tmp_path / "again" / "config.yaml"
-    config.write_text(config.read_text().replace(str(missing), str(shapes_csv)))  # the user fixes the path
+    config.write_text(config.read_text().replace(str(bad_model), "tiny-clip"))  # the user fixes the model
     code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", tmp_path / "again", "--set",
                            "train.max_steps=2", "-q")
     assert code == 0, err[-2000:]
