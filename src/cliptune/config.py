@@ -165,6 +165,7 @@ class EvalCfg(_Section):
     batch_size: int = Field(16, ge=1)  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
     report: bool = True  # write report.html (curves, before/after galleries) at the end of training
+    probe: bool = True  # also fit the linear-probe baseline (frozen towers, re-fitted heads) for metrics.json
     chunk_size: int = Field(1024, ge=1)
 
 
