@@ -206,3 +206,41 @@ def test_bad_budget_exits_2_naming_the_value(tmp_path, shapes_csv, monkeypatch, 
                            "model.spec=tiny-clip", "--name", "bad")
     assert code == 2 and f"--budget {bad!r}" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_budget_stops_a_slow_trial_setup(tmp_path, shapes_csv, monkeypatch):
+    """A set-up (data, model, feature caching) that outlasts the budget is stopped at the deadline, not after it."""
+    import time
+
+    import cliptune.train.run as run_module
+    from cliptune.errors import CliptuneError
+
+    settings = _settings(shapes_csv, max_trials=2, budget="2s")
+    tune_dir = create_tune_dir(tmp_path / "runs", "slow")
+
+    def slow_load(cfg, *a, **kw):
+        time.sleep(30)  # a cold feature cache on a large data set
+
+    monkeypatch.setattr(run_module, "load_run_data", slow_load)
+    started = time.monotonic()
+    with pytest.raises(CliptuneError, match="no trial completed"):
+        run_tune(settings, tune_dir)
+    assert time.monotonic() - started < 20
+    board = json.loads((tune_dir / "leaderboard.json").read_text())
+    assert [(t["number"], t["state"]) for t in board["trials"]] == [(0, "pruned")]
+    assert "set-up" in board["trials"][0]["note"] and board["winner"] is None
+
+
+def test_interrupted_search_names_the_tune_resume_command(tmp_path, shapes_csv):
+    from cliptune.train.callbacks.base import Callback
+    from cliptune.train.callbacks.interrupt import Interrupted
+
+    class CtrlC(Callback):
+        def on_step_end(self, ctx, state, out):
+            raise Interrupted("SIGINT received: stopped after step 1", 2)
+
+    settings = _settings(shapes_csv, max_trials=2)
+    tune_dir = create_tune_dir(tmp_path / "runs", "ctrl-c")
+    with pytest.raises(Interrupted, match=f"cliptune tune --resume {tune_dir}"):
+        run_tune(settings, tune_dir, extra_callbacks=[CtrlC()])
+    assert TuneSettings.load(tune_dir).spent_s > 0

@@ -94,7 +94,7 @@ def _run(settings, tune_dir: Path, progress: bool) -> None:
     from cliptune.tune.search import run_tune
 
     try:
-        result = run_tune(settings, tune_dir, console=console, progress=progress)
+        result = run_tune(settings, tune_dir, console=console, progress=progress and console.is_terminal)
     finally:
         _print_leaderboard(tune_dir, settings.metric, leaderboard_table)
     final = result.final

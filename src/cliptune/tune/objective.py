@@ -21,7 +21,7 @@ from cliptune.config import Config, load_config
 from cliptune.errors import CliptuneError
 from cliptune.train.callbacks.interrupt import Interrupted
 from cliptune.tune.budget import Deadline
-from cliptune.tune.budget_callback import BudgetExhausted, BudgetGuard
+from cliptune.tune.budget_callback import BudgetExhausted, BudgetGuard, SetupOverrun
 from cliptune.tune.pruning import OptunaPruning
 from cliptune.tune.space import SearchSpace
 from cliptune.tune.study import BASE_ATTR, TRIALS_DIR
@@ -75,16 +75,21 @@ def run_trial(env: TrialEnv, trial: optuna.Trial) -> float:
     from cliptune.train.run import train_run
     from cliptune.train.rundir import RunDir
 
-    started = env.clock()
+    started, guard = env.clock(), None
     try:
         cfg, overrides = trial_config(env, trial)
         trial.set_user_attr("overrides", overrides)
         run = RunDir.create(cfg.train.output_dir, cfg.train.name)
-        callbacks = [OptunaPruning(trial), BudgetGuard(env.deadline, clock=env.clock), *env.extra_callbacks]
-        result = train_run(cfg, run, progress=False, console=None, callbacks=callbacks)
+        guard = BudgetGuard(env.deadline, clock=env.clock)
+        guard.arm()  # until the first step: the set-up is stopped by a timer at the deadline
+        result = train_run(cfg, run, progress=False, console=None,
+                           callbacks=[OptunaPruning(trial), guard, *env.extra_callbacks])
     except BudgetExhausted as stop:
         trial.set_user_attr("stopped_by", f"budget: {stop}")
         raise
+    except SetupOverrun as stop:
+        trial.set_user_attr("stopped_by", f"budget: {stop}")
+        raise BudgetExhausted(str(stop)) from None
     except optuna.TrialPruned as stop:
         trial.set_user_attr("stopped_by", f"pruner: {stop}")
         raise
@@ -94,6 +99,8 @@ def run_trial(env: TrialEnv, trial: optuna.Trial) -> float:
         trial.set_user_attr("fail_reason", str(err))
         raise TrialFailed(str(err)) from err
     finally:
+        if guard is not None:
+            guard.disarm()
         trial.set_user_attr("wall_s", round(env.clock() - started, 3))
     if result.after is None:
         raise TrialFailed(f"trial {trial.number}: its run ended without a validation evaluation")

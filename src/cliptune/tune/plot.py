@@ -52,12 +52,17 @@ def write_plot(path: Path, entries: list[Entry], metric: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     numbers, ends, scores, states = _series(entries)
     best = _best_so_far(scores, states)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     _panel(left, numbers, scores, states, best, "trial", metric)
-    _panel(right, [e / 60 for e in ends], scores, states, best, "cumulative wall time (min)", metric)
-    left.legend(loc="lower right", fontsize=8)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    scale, unit = (60, "min") if ends and ends[-1] >= 120 else (1, "s")
+    _panel(right, [e / scale for e in ends], scores, states, best, f"cumulative wall time ({unit})", metric)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"search on the validation split ({len(entries)} trials)")
     fig.tight_layout()
     try:

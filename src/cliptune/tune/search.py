@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from cliptune.errors import CliptuneError
 from cliptune.train.callbacks.base import Callback
+from cliptune.train.callbacks.interrupt import Interrupted
 from cliptune.train.lock import RunLock
 from cliptune.tune.budget import Deadline, format_seconds
 from cliptune.tune.final import FinalEvaluation, final_evaluation, tune_metrics_payload
@@ -96,7 +97,12 @@ def search(settings: TuneSettings, tune_dir: Path, console=None, clock: Callable
     env = TrialEnv(tune_dir, settings.base, base_cfg, space, settings.metric, deadline, clock,
                    [RecordSpent(settings, tune_dir, deadline), *(extra_callbacks or [])])
     while (reason := stop_reason(study, deadline, settings.max_trials)) is None:
-        study.optimize(lambda trial: run_trial(env, trial), n_trials=1, catch=(TrialFailed,))
+        try:
+            study.optimize(lambda trial: run_trial(env, trial), n_trials=1, catch=(TrialFailed,))
+        except Interrupted as stop:  # Ctrl-C / SIGTERM in a trial: that trial is failed, the search resumable
+            save_spent(settings, tune_dir, deadline)
+            raise Interrupted(f"{str(stop).split(':')[0]}: search stopped during trial {study.trials[-1].number}; "
+                              f"continue with: cliptune tune --resume {tune_dir}", stop.signum) from None
         save_spent(settings, tune_dir, deadline)
         _say_trial(console, study, settings.metric)
         write_leaderboard(tune_dir / LEADERBOARD_FILE, leaderboard(study), settings.metric, _winner(study))
