@@ -73,10 +73,15 @@ def stop_reason(study: optuna.Study, deadline: Deadline, max_trials: int | None)
     return None
 
 
+def last_finished(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The trial that ended last (enqueued trials waiting to run may carry higher numbers)."""
+    return max(finished_trials(study), key=lambda t: (t.datetime_complete, t.number))
+
+
 def _say_trial(console, study: optuna.Study, metric: str) -> None:
     if console is None:
         return
-    t = study.trials[-1]
+    t = last_finished(study)
     score = f"val {metric} {t.value:.4f}" if t.state == TrialState.COMPLETE else t.state.name.lower()
     note = t.user_attrs.get("stopped_by") or t.user_attrs.get("fail_reason") or ""
     wall = format_seconds(t.user_attrs.get("wall_s", 0))
@@ -101,7 +106,7 @@ def search(settings: TuneSettings, tune_dir: Path, console=None, clock: Callable
             study.optimize(lambda trial: run_trial(env, trial), n_trials=1, catch=(TrialFailed,))
         except Interrupted as stop:  # Ctrl-C / SIGTERM in a trial: that trial is failed, the search resumable
             save_spent(settings, tune_dir, deadline)
-            raise Interrupted(f"{str(stop).split(':')[0]}: search stopped during trial {study.trials[-1].number}; "
+            raise Interrupted(f"{str(stop).split(':')[0]}: search stopped during trial {last_finished(study).number}; "
                               f"continue with: cliptune tune --resume {tune_dir}", stop.signum) from None
         save_spent(settings, tune_dir, deadline)
         _say_trial(console, study, settings.metric)
