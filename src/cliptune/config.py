@@ -164,8 +164,8 @@ class EvalCfg(_Section):
     split: str = "test"
     batch_size: int = Field(16, ge=1)  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
+    probe: bool = True  # also fit the frozen towers' heads on cached features (train/probe.py): before/probe/after
     report: bool = True  # write report.html (curves, before/after galleries) at the end of training
-    probe: bool = True  # also fit the linear-probe baseline (frozen towers, re-fitted heads) for metrics.json
     chunk_size: int = Field(1024, ge=1)
 
 
