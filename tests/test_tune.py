@@ -209,7 +209,7 @@ def test_bad_budget_exits_2_naming_the_value(tmp_path, shapes_csv, monkeypatch, 
 
 
 def test_budget_stops_a_slow_trial_setup(tmp_path, shapes_csv, monkeypatch):
-    """A set-up (data, model, feature caching) that outlasts the budget is stopped at the deadline, not after it."""
+    """A set-up (data, model, feature caching) that outlasts the budget is stopped at the deadline by the timer."""
     import time
 
     import cliptune.train.run as run_module
@@ -228,7 +228,7 @@ def test_budget_stops_a_slow_trial_setup(tmp_path, shapes_csv, monkeypatch):
     assert time.monotonic() - started < 20
     board = json.loads((tune_dir / "leaderboard.json").read_text())
     assert [(t["number"], t["state"]) for t in board["trials"]] == [(0, "pruned")]
-    assert "set-up" in board["trials"][0]["note"] and board["winner"] is None
+    assert "ran out" in board["trials"][0]["note"] and board["winner"] is None
 
 
 def test_interrupted_search_names_the_tune_resume_command(tmp_path, shapes_csv):
@@ -244,3 +244,23 @@ def test_interrupted_search_names_the_tune_resume_command(tmp_path, shapes_csv):
     with pytest.raises(Interrupted, match=f"cliptune tune --resume {tune_dir}"):
         run_tune(settings, tune_dir, extra_callbacks=[CtrlC()])
     assert TuneSettings.load(tune_dir).spent_s > 0
+
+
+def test_deadline_timer_defers_inside_a_shielded_section():
+    import time
+
+    from cliptune.tune.deadline_timer import DeadlineReached, DeadlineTimer
+
+    timer = DeadlineTimer(Deadline(budget_s=0.05))
+    timer.arm()
+    inside_done = False
+    with pytest.raises(DeadlineReached):
+        with timer.shielded():
+            time.sleep(0.3)  # the alarm rings here: deferred
+            inside_done = True
+    assert inside_done and not timer.armed
+    timer = DeadlineTimer(Deadline(budget_s=0.05))
+    timer.arm()
+    with pytest.raises(DeadlineReached):
+        time.sleep(5)  # unshielded: stopped at once
+    timer.disarm()

@@ -4,18 +4,12 @@ After each step the guard projects the trial's end: the steps left at the median
 validation evaluations still to come and the two at the end (best-checkpoint evaluation and export) at the measured
 evaluation time. When that end falls after the deadline (or the deadline has passed), the trial is pruned
 (`BudgetExhausted`, an `optuna.TrialPruned`), which leaves the time to trials that fit.
-
-A trial's set-up (reading the data, building the model, extracting features into the cache) has no steps to watch
-and can take minutes on a cold cache, so `arm()` sets a timer (SIGALRM, main thread, POSIX) for the time left that
-raises `SetupOverrun` where the set-up has got to; the first step disarms it. The set-up writes nothing that a stop
-can leave half-written (checkpoints and cache entries are atomic).
+The hard stop at the deadline itself (during a set-up or a long step) is `deadline_timer.DeadlineTimer`.
 """
 
 from __future__ import annotations
 
-import signal
 import statistics
-import threading
 import time
 from typing import Callable
 
@@ -31,12 +25,6 @@ class BudgetExhausted(optuna.TrialPruned):
     """The trial was stopped because it would not finish before the search's deadline."""
 
 
-class SetupOverrun(BaseException):
-    """Raised by the set-up timer. A BaseException, as KeyboardInterrupt is, so that no `except Exception` on the way
-    (e.g. a cache read that treats any error as a damaged entry) swallows it; `run_trial` turns it into
-    `BudgetExhausted`."""
-
-
 class BudgetGuard(Callback):
     def __init__(self, deadline: Deadline, clock: Callable[[], float] | None = None, min_steps: int = 2):
         self.deadline = deadline
@@ -46,29 +34,9 @@ class BudgetGuard(Callback):
         self.eval_s = 0.0
         self.last: float | None = None
         self.evaluated = False
-        self.armed = False
-
-    def arm(self) -> None:
-        """Stop the set-up when the deadline passes (a no-op where there is no SIGALRM or off the main thread)."""
-        if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGALRM, self._alarm)
-        signal.setitimer(signal.ITIMER_REAL, max(0.01, self.deadline.remaining()))
-        self.armed = True
-
-    def disarm(self) -> None:
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            self.armed = False
-
-    def _alarm(self, signum, frame) -> None:
-        self.disarm()
-        raise SetupOverrun("budget spent during the trial's set-up (data, model, feature caching)")
 
     def on_train_begin(self, ctx, state) -> None:
         """Set-up (data, model, feature caching) is done: a trial whose set-up used up the budget stops here."""
-        self.disarm()
         if self.deadline.remaining() <= 0:
             raise BudgetExhausted(f"budget spent during the trial's set-up, before step {state.step + 1}")
         self.last = self.clock()

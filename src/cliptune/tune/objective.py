@@ -21,7 +21,8 @@ from cliptune.config import Config, load_config
 from cliptune.errors import CliptuneError
 from cliptune.train.callbacks.interrupt import Interrupted
 from cliptune.tune.budget import Deadline
-from cliptune.tune.budget_callback import BudgetExhausted, BudgetGuard, SetupOverrun
+from cliptune.tune.budget_callback import BudgetExhausted, BudgetGuard
+from cliptune.tune.deadline_timer import DeadlineReached, DeadlineTimer
 from cliptune.tune.pruning import OptunaPruning
 from cliptune.tune.space import SearchSpace
 from cliptune.tune.study import BASE_ATTR, TRIALS_DIR
@@ -72,22 +73,16 @@ def trial_config(env: TrialEnv, trial: optuna.Trial) -> tuple[Config, list[str]]
 def run_trial(env: TrialEnv, trial: optuna.Trial) -> float:
     """Train the trial's config; its value is the validation metric of its best checkpoint."""
     from cliptune.train.early_stop import metric_value
-    from cliptune.train.run import train_run
-    from cliptune.train.rundir import RunDir
 
-    started, guard = env.clock(), None
+    started = env.clock()
     try:
         cfg, overrides = trial_config(env, trial)
         trial.set_user_attr("overrides", overrides)
-        run = RunDir.create(cfg.train.output_dir, cfg.train.name)
-        guard = BudgetGuard(env.deadline, clock=env.clock)
-        guard.arm()  # until the first step: the set-up is stopped by a timer at the deadline
-        result = train_run(cfg, run, progress=False, console=None,
-                           callbacks=[OptunaPruning(trial), guard, *env.extra_callbacks])
+        result = _train(env, trial, cfg)
     except BudgetExhausted as stop:
         trial.set_user_attr("stopped_by", f"budget: {stop}")
         raise
-    except SetupOverrun as stop:
+    except DeadlineReached as stop:
         trial.set_user_attr("stopped_by", f"budget: {stop}")
         raise BudgetExhausted(str(stop)) from None
     except optuna.TrialPruned as stop:
@@ -99,11 +94,26 @@ def run_trial(env: TrialEnv, trial: optuna.Trial) -> float:
         trial.set_user_attr("fail_reason", str(err))
         raise TrialFailed(str(err)) from err
     finally:
-        if guard is not None:
-            guard.disarm()
         trial.set_user_attr("wall_s", round(env.clock() - started, 3))
     if result.after is None:
         raise TrialFailed(f"trial {trial.number}: its run ended without a validation evaluation")
     trial.set_user_attr("best_step", result.best_step)
     trial.set_user_attr("steps", result.steps)
     return float(metric_value(result.after, env.metric))
+
+
+def _train(env: TrialEnv, trial: optuna.Trial, cfg: Config):
+    """`train_run` with the pruning and budget callbacks, under the deadline timer (disarmed before anything else
+    writes to the study)."""
+    from cliptune.train.run import train_run
+    from cliptune.train.rundir import RunDir
+
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    timer = DeadlineTimer(env.deadline)
+    callbacks = [OptunaPruning(trial, shield=timer.shielded), BudgetGuard(env.deadline, clock=env.clock),
+                 *env.extra_callbacks]
+    timer.arm()
+    try:
+        return train_run(cfg, run, progress=False, console=None, callbacks=callbacks)
+    finally:
+        timer.disarm()
