@@ -52,9 +52,11 @@ def fail_stale_trials(study: optuna.Study, tune_dir: Path) -> list[int]:
 
 
 def has_base_trial(study: optuna.Study) -> bool:
-    """Whether the base recipe ran (or waits to run); a base trial failed by a kill is enqueued again."""
+    """Whether the base recipe ran (or waits to run). A base trial failed by a kill, or stopped by the budget, is
+    enqueued again, so a resumed search with more time measures the recipe it should improve on."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
-    return any(t.user_attrs.get(BASE_ATTR) for t in study.get_trials(deepcopy=False, states=live))
+    return any(t.user_attrs.get(BASE_ATTR) and not str(t.user_attrs.get("stopped_by", "")).startswith("budget")
+               for t in study.get_trials(deepcopy=False, states=live))
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
