@@ -264,3 +264,16 @@ def test_deadline_timer_defers_inside_a_shielded_section():
     with pytest.raises(DeadlineReached):
         time.sleep(5)  # unshielded: stopped at once
     timer.disarm()
+
+
+@pytest.mark.parametrize("stopped_by,again", [("budget: the budget ran out", True), ("pruner: pruned at step 2", False)])
+def test_base_trial_stopped_by_the_budget_runs_again_on_resume(tmp_path, stopped_by, again):
+    from cliptune.tune.study import BASE_ATTR, has_base_trial
+
+    study = open_study(tmp_path, 0)
+    study.enqueue_trial({"lr": 1e-4}, user_attrs={BASE_ATTR: True})
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 3e-4, log=True)})
+    assert has_base_trial(study)  # running
+    trial.set_user_attr("stopped_by", stopped_by)
+    study.tell(trial, state=TrialState.PRUNED)
+    assert has_base_trial(study) is not again
