@@ -2,11 +2,12 @@
 recipe? Runs the search through the library (as the command does) and records the search's wall time against the
 budget, every trial (state, val metric, wall time, settings), the winner and its before/after on the test split.
 
-    python benchmarks/tune_emoji.py --data data/emoji/emoji.csv --budget 20m [--config base.yaml]
+    python benchmarks/tune_emoji.py --data data/emoji/emoji.csv --budget 20m [--recipe NAME] [--config base.yaml]
         [--out benchmarks/tune_emoji.json] [--runs /tmp/tune-bench]
 
-Without --config the base is the demo recipe (`cliptune.demo.DEMO_CONFIG`). The search's wall time counts the trials
-only (the budget's scope); the set-up before them and the winner's test evaluation after them are recorded apart.
+The base is resolved as `cliptune tune` resolves it: the recipe `train` would choose (or --recipe), under --config.
+The search's wall time counts the trials only (the budget's scope); the set-up before them and the winner's test
+evaluation after them are recorded apart.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import load_average, machine_info, print_table  # noqa: E402
 
-from cliptune.config import read_config_file  # noqa: E402
 from cliptune.tune.leaderboard import settings_text  # noqa: E402
 from cliptune.tune.search import run_tune  # noqa: E402
-from cliptune.tune.setup import create_tune_dir, new_settings  # noqa: E402
+from cliptune.tune.setup import command_settings, create_tune_dir  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +32,15 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--budget", default="20m")
     parser.add_argument("--config", default=None)
+    parser.add_argument("--recipe", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="/tmp/tune-bench")
     parser.add_argument("--out", default="benchmarks/tune_emoji.json")
     args = parser.parse_args()
-    from cliptune.demo import DEMO_CONFIG
-
-    base = read_config_file(args.config) if args.config else DEMO_CONFIG
     t0 = time.monotonic()
-    settings, _ = new_settings(base, [f"data.path={args.data}"], None, args.budget, args.seed, None, None)
+    settings, _, reason = command_settings(args.config, [f"data.path={args.data}"], args.recipe, args.budget,
+                                           args.seed, None, None)
+    print(f"base: recipe {settings.recipe} ({reason})")
     tune_dir = create_tune_dir(args.runs, time.strftime("tune-%Y%m%d-%H%M%S"))
     setup_s = time.monotonic() - t0
     result = run_tune(settings, tune_dir)
@@ -50,7 +50,8 @@ def main() -> None:
     trials = [{"number": e.number, "state": e.state, "val": e.value, "last_reported": e.last_reported,
                "wall_s": e.wall_s, "settings": settings_text(e.params), "base_recipe": e.base_recipe, "note": e.note}
               for e in sorted(result.entries, key=lambda e: e.number)]
-    payload = {"machine": machine_info(), "load_average_at_end": load_average(), "data": args.data,
+    payload = {"machine": machine_info(), "recipe": settings.recipe, "load_average_at_end": load_average(),
+               "data": args.data,
                "budget": args.budget, "budget_s": settings.budget_s, "setup_s": round(setup_s, 1),
                "search_s": round(search_s, 1), "overrun_pct": round(100 * (search_s / settings.budget_s - 1), 1),
                "final_evaluation_s": round(total_s - setup_s - search_s, 1), "metric": settings.metric,

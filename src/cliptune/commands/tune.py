@@ -9,18 +9,18 @@ import typer
 
 from cliptune.cli import app, console, out, progress_enabled, quiet_libraries
 
-DEFAULT_RECIPE = "lite-fast"
 DEFAULT_BUDGET = "20m"
 
 
 @app.command()
 def tune(
-    config: Optional[Path] = typer.Argument(None, help="Base config (YAML/JSON) instead of --recipe."),
+    config: Optional[Path] = typer.Argument(None, help="YAML or JSON config, over the recipe (as in train)."),
     data: Optional[str] = typer.Option(None, "--data", help="Data spec (data.path)."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Validation data spec (data.val_path)."),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data spec (data.test_path)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model spec (model.spec)."),
-    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="Named recipe the search starts from."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe the search starts from (default: the one "
+                                         "train would choose; `cliptune recipes` lists them; none: defaults)."),
     set_: list[str] = typer.Option([], "--set", help="Override a base config value (repeatable)."),
     budget: Optional[str] = typer.Option(None, "--budget", help=f"Time for the trials: 90s, 20m, 1h, 1h30m "
                                          f"(default {DEFAULT_BUDGET}; with --resume: a new total)."),
@@ -43,6 +43,7 @@ def tune(
     if resume is not None:
         given = [opt for opt, value in (("CONFIG", config), ("--data", data), ("--val-data", val_data),
                                         ("--test-data", test_data), ("--model", model), ("--set", set_),
+                                        ("--recipe", recipe),
                                         ("--metric", metric), ("--name", name), ("--output-dir", output_dir))
                  if value]
         if given:
@@ -56,18 +57,17 @@ def tune(
 
 
 def _new(config, data, val_data, test_data, model, recipe, set_, budget, max_trials, seed, metric, name, output_dir):
-    from cliptune.config import read_config_file
-    from cliptune.tune.setup import create_tune_dir, new_settings, recipe_base
+    from cliptune.tune.setup import command_settings, create_tune_dir
 
     overrides = list(set_)
     for key, value in (("data.path", data), ("data.val_path", val_data), ("data.test_path", test_data),
                        ("model.spec", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    base = read_config_file(config) if config is not None else recipe_base(recipe)
-    settings, cfg = new_settings(base, overrides, None if config is not None else recipe, budget or DEFAULT_BUDGET,
-                                 seed, metric, max_trials)
+    settings, cfg, reason = command_settings(str(config) if config else None, overrides, recipe,
+                                             budget or DEFAULT_BUDGET, seed, metric, max_trials)
     tune_dir = create_tune_dir(output_dir or cfg.train.output_dir, name)
+    console.print(f"base: recipe {settings.recipe or '(none)'} ({reason})", highlight=False)
     console.print(f"tune directory: [bold]{tune_dir}[/] (budget {settings.budget}, search space: "
                   f"{', '.join(settings.space)})")
     return settings, tune_dir

@@ -9,54 +9,65 @@ from pathlib import Path
 from typing import Any
 
 from cliptune.config import Config, load_config
+from cliptune.data.records import Dataset
 from cliptune.errors import UsageError
 from cliptune.tune.budget import parse_budget
 from cliptune.tune.settings import DEFAULT_METRIC, SETTINGS_FILE, TuneSettings
 from cliptune.tune.space import ModelFacts, SearchSpace, default_space, model_facts
 
 
-def recipe_base(name: str) -> dict[str, Any]:
-    """The config tree of a named recipe (`cliptune.recipes`)."""
-    try:
-        from cliptune.recipes import get_recipe
-    except ImportError:
-        raise UsageError(f"--recipe {name}: named recipes are not available in this installation; pass a base "
-                         f"config file instead (cliptune tune CONFIG.yaml --data ...)") from None
-    return json.loads(json.dumps(get_recipe(name).config))
-
-
-def check_data(cfg: Config) -> None:
+def check_splits(cfg: Config, data: Dataset) -> None:
     """The validation split (searched on) and the test split (the winner's one evaluation) must both hold data."""
-    from cliptune.train.rebuild import load_run_data
-
-    data = load_run_data(cfg)
     for role, split in (("validation", cfg.data.val_split), ("test", cfg.data.test_split)):
         if not data.split(split):
             raise UsageError(f"{data.source}: the {role} split {split!r} is empty (splits: {data.splits}); tune "
                              f"searches on validation and evaluates the winner on test")
 
 
-def new_settings(base: dict[str, Any], overrides: list[str], recipe: str | None, budget: str, seed: int,
-                 metric: str | None, max_trials: int | None) -> tuple[TuneSettings, Config]:
-    """Validated settings of a new search (nothing created yet)."""
-    from cliptune.train.checks import check_config
+def _check_metric(metric: str | None) -> str:
     from cliptune.train.early_stop import metric_names
 
-    budget_s = parse_budget(budget)
     metric = metric or DEFAULT_METRIC
     if metric not in metric_names():
         raise UsageError(f"--metric {metric!r}: expected one of {', '.join(metric_names())}")
+    return metric
+
+
+def new_settings(base: dict[str, Any], overrides: list[str], recipe: str | None, budget: str, seed: int,
+                 metric: str | None, max_trials: int | None) -> tuple[TuneSettings, Config]:
+    """Validated settings of a new search from a base config tree (nothing created yet)."""
+    from cliptune.train.rebuild import load_run_data
+
+    budget_s, metric = parse_budget(budget), _check_metric(metric)
     cfg = load_config(None, [*overrides, f"train.early_stop_metric={metric}"], base=base)
+    return _settings_for(cfg, load_run_data(cfg), recipe, budget, budget_s, seed, metric, max_trials), cfg
+
+
+def command_settings(config_path: str | None, overrides: list[str], recipe: str | None, budget: str, seed: int,
+                     metric: str | None, max_trials: int | None) -> tuple[TuneSettings, Config, str]:
+    """As `cliptune train` resolves a run (defaults ← recipe, named or chosen for the device, model and data ←
+    config file ← --set), validated; also returns why that recipe."""
+    from cliptune.recipes.resolve import resolve_config
+
+    budget_s, metric = parse_budget(budget), _check_metric(metric)
+    resolved = resolve_config(config_path, [*overrides, f"train.early_stop_metric={metric}"], recipe)
+    name = resolved.choice.recipe.name if resolved.choice is not None else None
+    settings = _settings_for(resolved.cfg, resolved.data, name, budget, budget_s, seed, metric, max_trials)
+    return settings, resolved.cfg, resolved.reason
+
+
+def _settings_for(cfg: Config, data: Dataset, recipe: str | None, budget: str, budget_s: float, seed: int,
+                  metric: str, max_trials: int | None) -> TuneSettings:
+    from cliptune.train.checks import check_config
+
     if cfg.train.task != "retrieval":
         raise UsageError("tune searches retrieval recipes; train.task=match is not supported")
     check_config(cfg)
-    check_data(cfg)
+    check_splits(cfg, data)
     facts = model_facts(cfg)
-    space = default_space(facts)
-    settings = TuneSettings(recipe=recipe, base=json.loads(cfg.model_dump_json()), space=space.describe(),
-                            facts=facts.__dict__, budget=budget, budget_s=budget_s, seed=seed, metric=metric,
-                            max_trials=max_trials)
-    return settings, cfg
+    return TuneSettings(recipe=recipe, base=json.loads(cfg.model_dump_json()), space=default_space(facts).describe(),
+                        facts=facts.__dict__, budget=budget, budget_s=budget_s, seed=seed, metric=metric,
+                        max_trials=max_trials)
 
 
 def create_tune_dir(output_dir: str | Path, name: str | None) -> Path:
