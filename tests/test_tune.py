@@ -266,7 +266,8 @@ def test_deadline_timer_defers_inside_a_shielded_section():
     timer.disarm()
 
 
-@pytest.mark.parametrize("stopped_by,again", [("budget: the budget ran out", True), ("pruner: pruned at step 2", False)])
+@pytest.mark.parametrize("stopped_by,again", [("budget: the budget ran out", True),
+                                              ("pruner: pruned at step 2", False)])
 def test_base_trial_stopped_by_the_budget_runs_again_on_resume(tmp_path, stopped_by, again):
     from cliptune.tune.study import BASE_ATTR, has_base_trial
 
@@ -277,3 +278,19 @@ def test_base_trial_stopped_by_the_budget_runs_again_on_resume(tmp_path, stopped
     trial.set_user_attr("stopped_by", stopped_by)
     study.tell(trial, state=TrialState.PRUNED)
     assert has_base_trial(study) is not again
+
+
+def test_tune_command_end_to_end(tmp_path, shapes_csv, monkeypatch, capsys):
+    from cli_inprocess import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    sets = [a for kv in ("model.freeze=both", "model.unfreeze_last_n=1", "train.max_steps=4", "train.eval_every=2",
+                         "train.batch_size=8", "data.split_ratios=[0.6,0.2,0.2]") for a in ("--set", kv)]
+    code, out, err = run_cli(monkeypatch, capsys, "tune", "--data", shapes_csv, "--model", "tiny-clip", "--recipe",
+                             "none", *sets, "--budget", "5m", "--max-trials", "2", "--name", "cli", "-q")
+    assert code == 0, err
+    assert "winner (trial" in out and "trials (val mean_mAP" in out
+    metrics = json.loads((tmp_path / "runs" / "cli" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["tune"]["n_trials"] == 2
+    code, _, err = run_cli(monkeypatch, capsys, "tune", "--resume", "runs/cli", "--set", "train.lr=1")
+    assert code == 2 and "--set" in err
