@@ -58,6 +58,7 @@ COMMAND_MODULES = (
     "cliptune.commands.wise",
     "cliptune.commands.pretrain",
     "cliptune.commands.recipes",
+    "cliptune.commands.tune",
 )
 
 

@@ -164,6 +164,7 @@ class EvalCfg(_Section):
     split: str = "test"
     batch_size: int = Field(16, ge=1)  # images per forward pass; small batches are faster on CPU (cache-friendly)
     before: bool = True
+    probe: bool = True  # also fit the frozen towers' heads on cached features (train/probe.py): before/probe/after
     report: bool = True  # write report.html (curves, before/after galleries) at the end of training
     chunk_size: int = Field(1024, ge=1)
 
