@@ -522,12 +522,33 @@ def retrieval_metrics(
     t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
 
     directions = _both_directions_ranks(image_emb, text_emb, t2i_index, chunk_size, max_chunk_bytes)
+    return _metrics_of(directions, ks, n_images, n_texts)
+
+
+def _metrics_of(directions: dict, ks: tuple[int, ...], n_images: int, n_texts: int) -> dict:
     t2i = _direction_metrics(*directions["t2i"], ks)
     i_ranks, i_query, _ = directions["i2t"]
     i2t: dict[str, float | int] = dict(_direction_metrics(i_ranks, i_query, n_images, ks))
     i2t["n_image_queries"] = int(torch.unique(i_query).numel())
-
     return {"t2i": t2i, "i2t": i2t, "n_images": int(n_images), "n_texts": int(n_texts)}
+
+
+@torch.no_grad()
+def retrieval_metrics_and_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                                ks: tuple[int, ...] = (1, 5, 10), chunk_size: int = 1024,
+                                max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES
+                                ) -> tuple[dict, dict[str, QueryRanks]]:
+    """`retrieval_metrics` and `query_ranks` from one ranking pass: the ranking is the expensive part, and a model
+    evaluated for a paired bootstrap needs both from the same scores."""
+    image_emb, text_emb = _check_matrix(image_emb, "image_emb"), _check_matrix(text_emb, "text_emb")
+    _check_pair(text_emb, image_emb, "text_emb", "image_emb")
+    ks = _check_ks(ks)
+    n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
+    t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
+    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, _check_chunk_size(chunk_size),
+                                        _check_max_chunk_bytes(max_chunk_bytes))
+    ranks = {name: _query_ranks(*parts) for name, parts in directions.items()}
+    return _metrics_of(directions, ks, n_images, n_texts), ranks
 
 
 def mean_recall(metrics: dict, k: int = 10) -> float:

@@ -6,11 +6,13 @@ training costs a fraction of a full forward pass.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from cliptune.data.datasets import CaptionIndex
 from cliptune.data.records import Record
-from cliptune.eval.retrieval import retrieval_metrics
+from cliptune.eval.retrieval import QueryRanks, retrieval_metrics, retrieval_metrics_and_ranks
 from cliptune.inference.embed import encode_images, encode_texts, suffix_batched
 from cliptune.models.base import DualEncoder
 
@@ -32,6 +34,28 @@ def embed_split(model: DualEncoder, records: list[Record], cache=None, progress:
             text_emb = encode_texts(model, captions.texts, progress=progress)
     model.train(was_training)
     return image_emb, text_emb, captions
+
+
+@dataclass
+class Scored:
+    """One model's evaluation of a split: the metrics and, for retrieval, the per-query ranks they are means of
+    (kept so gains over another model on the same queries get a paired bootstrap interval without re-encoding)."""
+
+    metrics: dict
+    ranks: dict[str, QueryRanks] | None = None
+
+
+def score_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: CaptionIndex,
+                     chunk_size: int = 1024) -> Scored:
+    metrics, ranks = retrieval_metrics_and_ranks(image_emb, text_emb, captions.text_to_image, chunk_size=chunk_size)
+    return Scored(metrics, ranks)
+
+
+def score_records(model: DualEncoder, records: list[Record], cache=None, progress: bool = True,
+                  batch_size: int = 64, num_workers: int = 0, chunk_size: int = 1024) -> Scored:
+    """`evaluate_records` that keeps the per-query ranks too."""
+    image_emb, text_emb, captions = embed_split(model, records, cache, progress, batch_size, num_workers)
+    return score_embeddings(image_emb, text_emb, captions, chunk_size)
 
 
 def evaluate_records(model: DualEncoder, records: list[Record], cache=None, progress: bool = True,

@@ -52,6 +52,14 @@ class Tower(nn.Module, ABC):
         whole split, so a batch of short captions would otherwise pay for the longest one."""
         return features
 
+    def pool_prefix(self, features: Features, k: int) -> Features | None:
+        """`prefix(x, 0)` from `prefix(x, k)`: run the last `k` trunk blocks and the pooling, not the head.
+
+        Optional: it turns features cached at a run's freeze boundary into the k = 0 features a head-only fit needs
+        without a second pass over the inputs. None means the tower does not provide it (run prefix(x, 0) instead).
+        """
+        return features if k == 0 else None
+
     @property
     def n_blocks(self) -> int:
         return len(self.trunk_blocks())

@@ -117,10 +117,13 @@ class EfficientNetLiteTower(Tower):
         return {"pooled": x.mean(dim=(2, 3))} if k == 0 else {"hidden": x}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
+        return self.proj(self.pool_prefix(features, k)["pooled"])
+
+    def pool_prefix(self, features: Features, k: int) -> Features:
         if k == 0:
-            return self.proj(features["pooled"])
+            return features
         x = self._run_blocks(features["hidden"], self.n_blocks - k, self.n_blocks)
-        return self.proj(x.mean(dim=(2, 3)))
+        return {"pooled": x.mean(dim=(2, 3))}
 
 
 class MiniLMTower(Tower):
@@ -169,11 +172,14 @@ class MiniLMTower(Tower):
         return {"hidden": hidden, "attention_mask": attn}
 
     def suffix(self, features: Features, k: int) -> torch.Tensor:
+        return self.proj(self.pool_prefix(features, k)["pooled"])
+
+    def pool_prefix(self, features: Features, k: int) -> Features:
         if k == 0:
-            return self.proj(features["pooled"])
+            return features
         attn = features["attention_mask"]
         hidden = self._run_layers(features["hidden"], attn, self.n_blocks - k, self.n_blocks)
-        return self.proj(mean_pool(hidden, attn))
+        return {"pooled": mean_pool(hidden, attn)}
 
 
 

@@ -44,6 +44,7 @@ class TrainContext:
     pairs: Any = None  # MatchPairs for `task: match`
     text_augment: TextAugment | None = None
     evaluate: Callable[..., dict] | None = None  # (model, records, **eval_kw) -> metrics
+    score: Callable[..., Any] | None = None  # as `evaluate`, -> Scored (metrics + per-query ranks): the test split
     eval_kw: dict = field(default_factory=dict)
     progress: bool = True  # report progress (a bar on a terminal, plain lines elsewhere)
     bars: bool = True  # progress bars of evaluation, caching and mining: on a terminal only

@@ -26,6 +26,10 @@ class TrainResult:
     wall_s: float  # this process's time in `fit` (not the run's, after a resume)
     extra: dict = field(default_factory=dict)
     resumed_from: int | None = None  # the step this process started at, when it resumed
+    test_ranks: dict = field(default_factory=dict)  # "before"/"after" → per-query test ranks, when evaluated here
+    probe: dict | None = None  # the probe's test metrics (train/probe.py), when it ran, shaped as before/after
+    probe_info: dict | None = None  # its settings, selection and wall time (ProbeResult.block)
+    gains: dict | None = None  # paired bootstrap intervals of the gains (train/gains.py)
 
 
 def _stopped_resumably(ctx: TrainContext, state: TrainState, t_start: float) -> TrainResult:
@@ -54,7 +58,10 @@ def _export(ctx: TrainContext, state: TrainState, t_start: float) -> TrainResult
     best = ctx.checkpoints / "best"
     if best.exists():
         ckpt.load_checkpoint(best, model, restore_rng=False)
-    after = ctx.evaluate(model, ctx.test, **ctx.eval_kw) if ctx.test else None
+    scored = ctx.score(model, ctx.test, **ctx.eval_kw) if ctx.test else None
+    after = scored.metrics if scored is not None else None
+    if scored is not None:
+        state.test_ranks["after"] = scored.ranks
     if after is not None:
         history.log({"step": state.step, "event": "eval", "split": cfg.eval.split, "phase": "after", **flat(after)})
     skipped = ctx.source.skipped_count
@@ -71,4 +78,5 @@ def _export(ctx: TrainContext, state: TrainState, t_start: float) -> TrainResult
     return TrainResult(ctx.run.path, state.step, state.before, after, state.stopper.best_step,
                        state.stopper.should_stop, time.time() - t_start,
                        extra={"skipped_samples": skipped, "skipped": ctx.source.skipped_samples()},
-                       resumed_from=state.resumed_from)
+                       resumed_from=state.resumed_from,
+                       test_ranks={k: v for k, v in state.test_ranks.items() if v is not None})

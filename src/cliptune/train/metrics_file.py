@@ -1,5 +1,6 @@
-"""metrics.json, the run's result (DESIGN.md contract): the `after` evaluation at the top level, `before`/`after`
-blocks, provenance, skipped-sample count and a `train` summary."""
+"""metrics.json, the run's result (DESIGN.md contract): the `after` evaluation at the top level, `before`/`probe`/
+`after` blocks, the `gains` between them with bootstrap intervals, provenance, skipped-sample count and a `train`
+summary."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def metrics_payload(cfg: Config, result, skipped: int, model_dir) -> dict:
         payload["after"] = metrics_record(result.after, **common)
         if result.before is not None:
             payload["before"] = metrics_record(result.before, **common)
+        if getattr(result, "probe", None) is not None:
+            # the record shape of before/after, plus the probe's settings, selection and wall time
+            payload["probe"] = metrics_record(result.probe, **common) | (result.probe_info or {})
+        if getattr(result, "gains", None):
+            payload["gains"] = result.gains
     payload["train"] = {"steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
                         "wall_s": round(result.wall_s, 2), "run_dir": str(result.run_dir)}
     return payload

@@ -84,6 +84,8 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, progress: bool, console, 
     skipped = write_run_skipped(run.path, data.skipped + result.extra.get("skipped", [])) if is_main else 0
     if trainer.wise_base is not None and result.after is not None and cfg.train.task != "match":
         _wise_ft(cfg, trainer.wise_base, model, data, run, result, progress, console, wise_plot)
+    if result.after is not None and is_main and cfg.train.task != "match":
+        _probe_and_gains(cfg, data, result, progress, console)
     if result.after is not None and is_main:
         payload = metrics_payload(cfg, result, skipped, run.model_dir)
         for warning in payload.get("warnings", []):
@@ -95,6 +97,28 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, progress: bool, console, 
 def _say(console, text: str) -> None:
     if console is not None:
         console.print(text)
+
+
+def _probe_and_gains(cfg: Config, data, result: TrainResult, progress: bool, console) -> None:
+    """The probe (train/probe.py) on the run's splits when eval.probe asks for it, then the paired bootstrap
+    intervals of every gain the kept test ranks allow (train/gains.py)."""
+    from cliptune.train.gains import gains_block
+
+    ranks = dict(result.test_ranks)
+    if cfg.eval.probe and cfg.data.streaming:
+        _say(console, "probe skipped: a streamed run has no indexed training split to fit heads on")
+    elif cfg.eval.probe:
+        from cliptune.train.probe import fit_probe
+
+        _say(console, "probe: fitting the heads of the towers as loaded, on cached features …")
+        probe = fit_probe(cfg, data, progress=progress)
+        result.probe, result.probe_info = probe.test.metrics, probe.block()
+        ranks["probe"] = probe.test.ranks
+        _say(console, f"probe: {probe.wall_s:.1f} s (features {probe.features_s:.1f} s), heads of epoch "
+                      f"{probe.best_epoch} of {probe.settings.epochs}")
+    if result.before is not None and "before" not in ranks:
+        _say(console, "gains over `before` left out: a resumed run keeps before's metrics, not its per-query ranks")
+    result.gains = gains_block(ranks, seed=cfg.train.seed)
 
 
 def _wise_ft(cfg: Config, base_state, model, data, run: RunDir, result: TrainResult, progress: bool, console,

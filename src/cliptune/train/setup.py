@@ -19,7 +19,7 @@ from cliptune.data.datasets import CaptionIndex, ImageFiles
 from cliptune.data.decode_cache import DecodeCache, default_decode_cache_dir
 from cliptune.data.records import Dataset, Record
 from cliptune.errors import UsageError
-from cliptune.inference.evaluate import evaluate_records
+from cliptune.inference.evaluate import Scored, evaluate_records, score_records
 from cliptune.inference.match import evaluate_match
 from cliptune.models.freeze import apply_freeze, plan_from_config
 from cliptune.objectives import build_objective
@@ -123,6 +123,10 @@ def _evaluate_match(model, records, cache=None, progress=True, batch_size=64, nu
                                     num_workers=num_workers)}
 
 
+def _score_match(model, records, **kw) -> Scored:
+    return Scored(_evaluate_match(model, records, **kw))
+
+
 def build_context(cfg: Config, model, data: Dataset, run: RunDir, progress: bool = True,
                   console=None) -> TrainContext:
     """Everything fixed for the run, built in a fixed order (see the module docstring)."""
@@ -156,6 +160,7 @@ def build_context(cfg: Config, model, data: Dataset, run: RunDir, progress: bool
     ctx.source = _streamed_batches(ctx) if train is None else _indexed_batches(ctx)
     ctx.pairs = match_pairs(train) if tc.task == "match" else None
     ctx.evaluate = _evaluate_match if ctx.pairs is not None else _evaluate_retrieval
+    ctx.score = _score_match if ctx.pairs is not None else score_records
     ctx.eval_kw = dict(cache=ctx.cache, progress=ctx.bars, batch_size=cfg.eval.batch_size,
                        num_workers=cfg.data.num_workers, chunk_size=cfg.eval.chunk_size)
     return ctx

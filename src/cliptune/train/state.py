@@ -3,7 +3,7 @@ scheduler, scaler, the position in the data and the early-stopping record. A che
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,6 +29,7 @@ class TrainState:
     stopped_early: bool = False  # early stopping ended the run
     resumed_from: int | None = None  # the step a resumed run started at
     mined: torch.Tensor | None = None  # hard negatives in force (re-mined by a callback, never checkpointed)
+    test_ranks: dict = field(default_factory=dict)  # "before"/"after" → per-query test ranks (never checkpointed)
 
     def advance(self, epoch_done: bool) -> None:
         self.step += 1

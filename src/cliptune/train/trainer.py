@@ -61,7 +61,8 @@ def start(ctx: TrainContext, state: TrainState, resume: bool) -> None:
         ctx.history.resume_after(-1)
         ctx.say(f"no checkpoint in {ctx.checkpoints} yet: starting {ctx.run.path} from step 0")
     if cfg.eval.before and ctx.test and ctx.dctx.is_main:
-        state.before = ctx.evaluate(ctx.model, ctx.test, **ctx.eval_kw)
+        scored = ctx.score(ctx.model, ctx.test, **ctx.eval_kw)
+        state.before, state.test_ranks["before"] = scored.metrics, scored.ranks
         ctx.history.log({"step": 0, "event": "eval", "split": cfg.eval.split, "phase": "before",
                          **flat(state.before)})
 
