@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import make_shapes_csv
 
 from cliptune.config import load_config
 from cliptune.data.load import load_dataset
@@ -34,9 +35,10 @@ def _data(cfg):
     return load_dataset(cfg.data.path, split_ratios=cfg.data.split_ratios, seed=cfg.data.split_seed)
 
 
-@pytest.fixture
-def finished_run(tmp_path, shapes_csv):
-    cfg = _cfg(tmp_path, shapes_csv)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("probe-run")
+    cfg = _cfg(tmp_path, make_shapes_csv(tmp_path / "shapes"))
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     result = train_run(cfg, run, progress=False)
     return cfg, result, json.loads(run.metrics_file.read_text())
@@ -74,7 +76,7 @@ def test_gains_agree_with_the_point_metrics(finished_run):
 
 
 def test_probe_off_omits_it(tmp_path, shapes_csv):
-    cfg = _cfg(tmp_path, shapes_csv, "noprobe", "eval.probe=false")
+    cfg = _cfg(tmp_path, shapes_csv, "noprobe", "eval.probe=false", "train.epochs=1")
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     train_run(cfg, run, progress=False)
     metrics = json.loads(run.metrics_file.read_text())

@@ -58,7 +58,8 @@ def run_demo(quick: bool, data_dir: Path, output_dir: Path, overrides: list[str]
 
         console.print(f"report: {write_report(run.path, progress=progress)}")
     out.print(comparison_table(result.after, result.before, title=f"{cfg.model.spec} on the emoji test split "
-                                                                  f"({result.after['n_images']} images)"))
+                                                                  f"({result.after['n_images']} images)",
+                               probe=result.probe, gains=result.gains))
     console.print(f"{result.steps} steps, {result.wall_s:.0f} s. Run directory: [bold]{run.path}[/] "
                   f"(metrics.json, plan.json, history.csv, model/)")
     return result

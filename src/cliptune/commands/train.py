@@ -65,7 +65,8 @@ def train(
                        wise_plot=write_tradeoff_plot, data=data, before_fit=before_fit)
     write_run_report(cfg, run, result, progress_enabled(quiet), console)
     if result.after is not None:
-        out.print(results_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split"))
+        out.print(results_table(result.after, result.before, title=f"{cfg.model.spec} on {cfg.eval.split} split",
+                                probe=result.probe, gains=result.gains))
     console.print(summary_line(result), highlight=False)
 
 
