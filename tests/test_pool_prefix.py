@@ -63,3 +63,23 @@ def test_pool_prefix_at_zero_is_identity_and_unsupported_towers_say_none(lite):
             return features["x"]
 
     assert Plain().pool_prefix(feats, 3) is None and not has_pool_prefix(Plain())
+
+
+def test_probe_features_pool_the_run_cache_and_equal_a_fresh_whole_tower_pass(lite, shapes_csv):
+    """A run that trains the top of both towers cached their cut-point maps; the probe pools those (no second pass
+    over the images) and gets the k = 0 features a whole-tower pass gives."""
+    from cliptune.config import load_config
+    from cliptune.data.load import load_dataset
+    from cliptune.train.probe_features import ProbeFeatures
+
+    records = load_dataset(str(shapes_csv)).records[:6]
+    model_cfg = {"spec": "lite-random", "freeze": "both"}
+    at_cut = load_config(None, [], base={"model": {**model_cfg, "unfreeze_last_n": {"image": 2, "text": 1}}})
+    whole = load_config(None, [], base={"model": model_cfg})
+    pooled_source = ProbeFeatures(lite, at_cut)
+    assert pooled_source.source["image"].startswith("run cache at k=2")
+    assert pooled_source.source["text"].startswith("run cache at k=1")
+    assert ProbeFeatures(lite, whole).source == {"image": "k=0 cache", "text": "k=0 cache"}
+    got, want = pooled_source.split(records), ProbeFeatures(lite, whole).split(records)
+    for side in ("image", "text"):
+        torch.testing.assert_close(getattr(got, side)["pooled"], getattr(want, side)["pooled"], rtol=1e-4, atol=1e-5)

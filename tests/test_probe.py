@@ -135,3 +135,44 @@ def test_probe_selects_on_validation_never_on_test(tmp_path, shapes_csv, monkeyp
     best = max(curve)
     assert result.best_epoch == max(i for i, v in enumerate(curve) if v == best)
     assert result.test.metrics["n_images"] == n_test
+
+
+def _text(table, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=width, file=open("/dev/null", "w"))
+    console.print(table)
+    return console.export_text()
+
+
+def test_table_three_way_fits_80_columns_and_two_way_without_probe(finished_run):
+    from cliptune.report.table import results_table
+
+    _, _, m = finished_run
+    text = _text(results_table(m["after"], m["before"], "tiny", probe=m["probe"], gains=m["gains"]), 80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80 and "…" not in text
+    assert "probe" in text and "after−probe" in text and "after−before" in text
+    g = m["gains"]["after-probe"]["i2t"]["mAP"]
+    assert f"{g['delta'] * 100:+.1f} [{g['low'] * 100:.1f}, {g['high'] * 100:.1f}]" in text
+    assert f"{m['probe']['t2i']['R@1']:.4f}" in text
+    old = _text(results_table(m["after"], m["before"], "tiny"), 100)  # an older run: no probe, no gains
+    assert "change (points)" in old and "probe" not in old
+
+
+def test_report_renders_new_and_old_runs(finished_run, tmp_path):
+    import shutil
+
+    from cliptune.report.html import write_report
+
+    _, result, m = finished_run
+    new = write_report(result.run_dir, galleries=False).read_text(encoding="utf-8")
+    assert "<th>probe</th>" in new and "after − probe" in new
+    g = m["gains"]["after-before"]["t2i"]["R@1"]
+    assert f"[{g['low'] * 100:.1f}, {g['high'] * 100:.1f}]" in new
+    assert f"{m['probe']['i2t']['mAP']:.4f}" in new
+    old_dir = tmp_path / "old"
+    shutil.copytree(result.run_dir, old_dir, ignore=shutil.ignore_patterns("checkpoints", "report*", "plots"))
+    old_metrics = {k: v for k, v in m.items() if k not in ("probe", "gains")}
+    (old_dir / "metrics.json").write_text(json.dumps(old_metrics))
+    old = write_report(old_dir, galleries=False).read_text(encoding="utf-8")
+    assert "<th>probe</th>" not in old and "change (points)" in old and "<th>before</th>" in old

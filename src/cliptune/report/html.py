@@ -50,8 +50,11 @@ class MetricRow:
     label: str
     before: str | None
     after: str
-    delta: str | None  # absolute change in points, e.g. "+16.7 pts"
+    delta: str | None  # absolute change in points, e.g. "+16.7 pts", with its 95% interval when the run has one
     trend: str  # "better", "worse" or "same": a CSS class
+    probe: str | None = None  # the probe's value (frozen towers, re-fitted heads), when the run has one
+    over_probe: str | None = None  # after − probe in points, with its 95% interval when the run has one
+    over_probe_trend: str = "same"
 
 
 @dataclass
@@ -107,24 +110,43 @@ def _change(before: Any, after: Any, higher_is_better: bool, points: bool = True
     return f"{after - before:+g}", trend
 
 
+def _with_interval(change: str | None, gains: dict, pair: str, direction: str, metric: str) -> str | None:
+    """"+16.7 pts" → "+16.7 pts [12.0, 21.5]" when metrics.json has the gain's bootstrap interval."""
+    gain = ((gains.get(pair) or {}).get(direction) or {}).get(metric)
+    if change is None or not isinstance(gain, dict):
+        return change
+    return f"{change} [{gain['low'] * 100:.1f}, {gain['high'] * 100:.1f}]"
+
+
+def _row(key: str, label: str, higher: bool, direction: str, blocks: dict, gains: dict) -> MetricRow:
+    a, b, p = (blocks[name].get(direction) or {} if blocks[name] else None for name in ("after", "before", "probe"))
+    points = key != "median_rank"
+
+    def change(base: dict | None, pair: str) -> tuple[str | None, str]:
+        if base is None:
+            return None, "same"
+        text, trend = _change(base.get(key), a[key], higher, points=points)
+        return _with_interval(text, gains, pair, direction, key), trend
+
+    delta, trend = change(b, "after-before")
+    over_probe, over_probe_trend = change(p, "after-probe")
+    return MetricRow(label, _fmt(key, b.get(key)) if b is not None else None, _fmt(key, a[key]), delta, trend,
+                     _fmt(key, p.get(key)) if p is not None else None, over_probe, over_probe_trend)
+
+
 def metric_tables(metrics: dict) -> list[tuple[str, list[MetricRow]]]:
-    """Per direction, one row per metric with before, after and the change (empty without metrics)."""
+    """Per direction, one row per metric with before, probe (when the run has one), after and the changes, with
+    their bootstrap intervals when metrics.json has `gains` (empty without metrics)."""
     after = metrics.get("after") or (metrics if "t2i" in metrics else None)
     if not isinstance(after, dict):
         return []
-    before = metrics.get("before") if isinstance(metrics.get("before"), dict) else None
+    blocks = {"after": after, **{name: metrics.get(name) if isinstance(metrics.get(name), dict) else None
+                                 for name in ("before", "probe")}}
+    gains = metrics.get("gains") if isinstance(metrics.get("gains"), dict) else {}
     tables = []
     for direction, title in DIRECTIONS:
-        a_block = after.get(direction) or {}
-        b_block = (before or {}).get(direction) or {}
-        rows = []
-        for key, label, higher in TABLE_ROWS:
-            if key not in a_block:
-                continue
-            delta, trend = (_change(b_block.get(key), a_block[key], higher, points=key != "median_rank")
-                            if before else (None, "same"))
-            rows.append(MetricRow(label, _fmt(key, b_block.get(key)) if before else None, _fmt(key, a_block[key]),
-                                  delta, trend))
+        rows = [_row(key, label, higher, direction, blocks, gains) for key, label, higher in TABLE_ROWS
+                if key in (after.get(direction) or {})]
         if rows:
             tables.append((title, rows))
     return tables
@@ -366,6 +388,7 @@ def write_report(run_dir: str | os.PathLike, model: "DualEncoder | None" = None,
         tables=metric_tables(metrics),
         match=match,
         has_before=isinstance(metrics.get("before"), dict),
+        has_probe=isinstance(metrics.get("probe"), dict),
         plots=[{"title": p.title, "src": f"plots/{p.path.name}"} for p in plots],
         plots_note=plots_note,
         gallery=gallery,
