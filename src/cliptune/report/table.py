@@ -1,4 +1,4 @@
-"""The before/(probe/)after table printed at the end of `train` and by `eval`, and the metrics.json layout (DESIGN.md)."""
+"""The before | probe | after table printed at the end of `train` (two-way for `eval` and older runs)."""
 
 from __future__ import annotations
 
