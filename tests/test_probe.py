@@ -176,3 +176,15 @@ def test_report_renders_new_and_old_runs(finished_run, tmp_path):
     (old_dir / "metrics.json").write_text(json.dumps(old_metrics))
     old = write_report(old_dir, galleries=False).read_text(encoding="utf-8")
     assert "<th>probe</th>" not in old and "change (points)" in old and "<th>before</th>" in old
+
+
+def test_resumed_run_reports_only_the_gains_it_has_ranks_for(tmp_path, shapes_csv):
+    """A checkpoint keeps before's metrics, not its per-query ranks: after a resume the intervals over `before`
+    are left out rather than computed from other scores."""
+    cfg = _cfg(tmp_path, shapes_csv, "resumed", "train.epochs=2", "train.stop_at_step=2")
+    run = RunDir.create(cfg.train.output_dir, cfg.train.name)
+    train_run(cfg, run, progress=False)
+    resumed = _cfg(tmp_path, shapes_csv, "resumed", "train.epochs=2")
+    train_run(resumed, run, resume=True, progress=False)
+    metrics = json.loads(run.metrics_file.read_text())
+    assert "before" in metrics and "probe" in metrics and set(metrics["gains"]) == {"after-probe"}
