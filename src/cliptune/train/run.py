@@ -108,10 +108,13 @@ def _probe_and_gains(cfg: Config, data, result: TrainResult, progress: bool, con
     if cfg.eval.probe and cfg.data.streaming:
         _say(console, "probe skipped: a streamed run has no indexed training split to fit heads on")
     elif cfg.eval.probe:
+        import sys
+
+        from cliptune.train.callbacks.progress import is_terminal
         from cliptune.train.probe import fit_probe
 
         _say(console, "probe: fitting the heads of the towers as loaded, on cached features …")
-        probe = fit_probe(cfg, data, progress=progress)
+        probe = fit_probe(cfg, data, progress=progress and is_terminal(sys.stderr))  # bars on a terminal only
         result.probe, result.probe_info = probe.test.metrics, probe.block()
         ranks["probe"] = probe.test.ranks
         _say(console, f"probe: {probe.wall_s:.1f} s (features {probe.features_s:.1f} s), heads of epoch "
