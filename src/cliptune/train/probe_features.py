@@ -50,7 +50,8 @@ def pool_batched(tower: Tower, features: Features, k: int, batch_size: int = 64)
     n = next(iter(features.values())).shape[0]
     chunks = []
     for start in range(0, n, batch_size):
-        part = tower.pool_prefix({key: v[start:start + batch_size].to(device) for key, v in features.items()}, k)
+        batch = tower.trim({key: v[start:start + batch_size] for key, v in features.items()})
+        part = tower.pool_prefix({key: v.to(device) for key, v in batch.items()}, k)
         chunks.append({key: v.float().cpu() for key, v in part.items()})
     return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
 
