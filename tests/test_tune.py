@@ -84,6 +84,10 @@ def test_three_trial_tune_writes_every_output(tmp_path, shapes_csv, monkeypatch)
     metrics = json.loads((tune_dir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["tune"]["winner_trial"] == result.winner
     assert {"before", "after"} <= set(metrics) and metrics["n_images"] == len(test_images)
+    # the three-way proof, as train writes it: the probe (chosen on val) and the gains with their intervals
+    assert metrics["probe"]["selection"]["split"] == "val" and metrics["probe"]["n_images"] == len(test_images)
+    gain = metrics["gains"]["after-probe"]["t2i"]["R@1"]
+    assert gain["delta"] == pytest.approx(metrics["after"]["t2i"]["R@1"] - metrics["probe"]["t2i"]["R@1"], abs=1e-6)
     model_dir = tune_dir / "trials" / str(result.winner) / "model"
     independent = evaluate_records(load_model(model_dir), data.split("test"), progress=False)
     for side in ("t2i", "i2t"):

@@ -100,9 +100,9 @@ def _run(settings, tune_dir: Path, progress: bool) -> None:
     final = result.final
     console.print(f"search ended: {result.stop_reason}; winner: trial {result.winner} "
                   f"({tune_dir / 'trials' / str(result.winner) / 'model'})")
-    out.print(comparison_table(final.after, final.before, title=f"winner (trial {result.winner}) on the "
-                                                                f"{final.split} split ({final.after['n_images']} "
-                                                                f"images)"))
+    out.print(comparison_table(final.after, final.before, probe=final.probe, gains=final.gains,
+                               title=f"winner (trial {result.winner}) on the {final.split} split "
+                                     f"({final.after['n_images']} images)"))
     console.print(f"metrics.json, leaderboard.json, tune.png, study.db in [bold]{tune_dir}[/]")
 
 
