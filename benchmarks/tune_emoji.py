@@ -56,13 +56,14 @@ def main() -> None:
                "search_s": round(search_s, 1), "overrun_pct": round(100 * (search_s / settings.budget_s - 1), 1),
                "final_evaluation_s": round(total_s - setup_s - search_s, 1), "metric": settings.metric,
                "trials": trials, "winner": result.winner, "tune_dir": str(tune_dir),
-               "test": {"before": _main(metrics["before"]), "after": _main(metrics["after"])}}
+               "test": {name: _main(metrics[name]) for name in ("before", "probe", "after") if name in metrics},
+               "gains_after_minus_probe": metrics.get("gains", {}).get("after-probe")}
     print_table(["#", "state", "val", "wall s", "settings"],
                 [[t["number"], t["state"], t["val"] if t["val"] is not None else t["last_reported"],
                   t["wall_s"], t["settings"]] for t in trials])
     print(f"budget {settings.budget_s:.0f} s, search {search_s:.0f} s ({payload['overrun_pct']:+.1f}%), set-up "
           f"{setup_s:.0f} s, winner's test evaluation {payload['final_evaluation_s']:.0f} s")
-    print(f"winner trial {result.winner}: test before {payload['test']['before']} after {payload['test']['after']}")
+    print(f"winner trial {result.winner} on test: " + "; ".join(f"{k} {v}" for k, v in payload["test"].items()))
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
 
 
