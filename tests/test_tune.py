@@ -298,3 +298,14 @@ def test_tune_command_end_to_end(tmp_path, shapes_csv, monkeypatch, capsys):
     assert metrics["split"] == "test" and metrics["tune"]["n_trials"] == 2
     code, _, err = run_cli(monkeypatch, capsys, "tune", "--resume", "runs/cli", "--set", "train.lr=1")
     assert code == 2 and "--set" in err
+
+
+def test_a_cpu_search_leaves_augmentation_out():
+    """Augmented images cannot be cached: on a CPU such trials run the image tower live and are never worth it."""
+    from cliptune.tune.space import ModelFacts, default_space
+
+    facts = {"n_blocks": {"image": 17, "text": 6}, "native_image_size": 224, "resizable": True}
+    cpu = default_space(ModelFacts(**facts, live_images_fast=False)).describe()
+    gpu = default_space(ModelFacts(**facts, live_images_fast=True)).describe()
+    assert "augment" not in cpu and "augment" in gpu
+    assert set(gpu) - set(cpu) == {"augment"}

@@ -6,13 +6,15 @@ turns it into `--set`-style overrides of the base recipe.
   lr              train.lr                     log-uniform 1e-5..3e-4 (trainable tower blocks)
   head_lr         train.head_lr                log-uniform 1e-4..3e-3 (projection heads, logit scale)
   loss            loss.type                    infonce | siglip
-  augment         augment.enabled              false | true
+  augment         augment.enabled              false | true (not on a CPU: see below)
   epochs          train.epochs                 int 4..15
   image_size      model.image_size             the model's native size and two smaller ones (224 → 224/192/160);
                                                absent when the backend has a fixed input size
 
 Every searched trial freezes both towers except their last `unfreeze_*` blocks (`model.freeze=both`), so the two
 counts mean what they say whatever the recipe's own freeze setting; the base recipe's trial runs it untouched.
+On a CPU the space has no augmentation: augmented images cannot be cached, so such a trial runs the image tower live
+at every step — many times the cached recipe's time (a 20-minute emoji search spent half its budget on one).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class ModelFacts:
     n_blocks: dict[str, int]
     native_image_size: int
     resizable: bool  # the backend builds its image transform for any model.image_size
+    live_images_fast: bool = True  # training on a GPU: a live (augmented) image tower is affordable
 
 
 @dataclass(frozen=True)
@@ -146,9 +149,10 @@ def default_space(facts: ModelFacts) -> SearchSpace:
     dims: list[Dimension] = [IntDim(f"unfreeze_{side}", f"model.unfreeze_last_n.{side}", 0,
                                     min(MAX_UNFROZEN, facts.n_blocks[side])) for side in SIDES]
     dims += [LogFloatDim("lr", "train.lr", 1e-5, 3e-4), LogFloatDim("head_lr", "train.head_lr", 1e-4, 3e-3),
-             ChoiceDim("loss", "loss.type", ("infonce", "siglip")), ChoiceDim("augment", "augment.enabled",
-                                                                              (False, True)),
-             IntDim("epochs", "train.epochs", 4, 15)]
+             ChoiceDim("loss", "loss.type", ("infonce", "siglip"))]
+    if facts.live_images_fast:
+        dims.append(ChoiceDim("augment", "augment.enabled", (False, True)))
+    dims.append(IntDim("epochs", "train.epochs", 4, 15))
     if facts.resizable:
         dims.append(ChoiceDim("image_size", "model.image_size", image_sizes(facts.native_image_size)))
     return SearchSpace(tuple(dims))
@@ -159,10 +163,13 @@ def model_facts(base: Config) -> ModelFacts:
     size to learn whether the backend takes `model.image_size` at all (tiny-clip and hf: checkpoints do not)."""
     from cliptune.train.rebuild import build_model
 
+    from cliptune.recipes.situation import device_kind
+
     model = build_model(_with_image_size(base, None))
     native = int(model.image_size)
     return ModelFacts(n_blocks={side: model.tower(side).n_blocks for side in SIDES}, native_image_size=native,
-                      resizable=_builds_at(base, image_sizes(native)[-1]))
+                      resizable=_builds_at(base, image_sizes(native)[-1]),
+                      live_images_fast=device_kind(base.train.device)[0] != "cpu")
 
 
 def _with_image_size(cfg: Config, size: int | None) -> Config:
