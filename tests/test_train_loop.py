@@ -130,7 +130,7 @@ def test_a_library_warning_raised_every_step_is_shown_once_per_run(tmp_path, sha
     monkeypatch.setattr(InfoNCE, "forward", warning_forward)
     cfg = load_config(None, [f"data.path={shapes_csv}", "model.spec=tiny-clip", f"train.output_dir={tmp_path}",
                              "train.name=warned", "train.max_steps=8", "train.batch_size=8", "eval.report=false",
-                             "eval.before=false"])
+                             "eval.before=false", "eval.probe=false"])  # the probe is a loop of its own
     run = RunDir.create(cfg.train.output_dir, cfg.train.name)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("default")
