@@ -100,6 +100,16 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
+def test_written_weights_have_the_usual_permissions(tmp_path):
+    """A temporary file starts private (0600); the published weights must be readable as any written file is."""
+    import os
+
+    from cliptune.utils.atomic import usual_mode
+
+    path = save_safetensors_atomic({"w": torch.zeros(3)}, tmp_path / "model.safetensors")
+    assert os.stat(path).st_mode & 0o777 == usual_mode()
+
+
 def test_model_state_dict_roundtrip(tmp_path):
     from cliptune.models.registry import load_model
 

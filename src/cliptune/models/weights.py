@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,7 @@ from typing import Callable
 import torch
 
 from cliptune.errors import ModelLoadError
-from cliptune.utils.atomic import fsync_dir
+from cliptune.utils.atomic import write_atomic
 
 StateDict = dict[str, torch.Tensor]
 
@@ -103,22 +102,11 @@ def _unshared(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 def save_safetensors_atomic(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write `state_dict` as safetensors at `path` so that readers only ever see a complete file."""
+    """Write `state_dict` as safetensors at `path` so that readers only ever see a complete file (with the
+    permissions a plain write would give, like every other atomic write)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = _unshared(state_dict)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
