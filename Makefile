@@ -64,12 +64,14 @@ apt-test:
 apt-pretrain:
 	$(call apt_install,$(APT_PRETRAIN))
 
-# Rebuilds src/cliptune/models/pretrained/lite0-heads.{safetensors,json} from data this machine builds.
+# Rebuilds src/cliptune/models/pretrained/lite{0,1,2}-heads.{safetensors,json} from data this machine builds.
 pretrain-lite: venv apt-pretrain
 	$(VENV)/bin/cliptune data build emoji
 	$(VENV)/bin/cliptune data build icons
 	$(VENV)/bin/cliptune data build openclipart
-	$(VENV)/bin/cliptune pretrain-lite
+	$(VENV)/bin/cliptune pretrain-lite --tower b0
+	$(VENV)/bin/cliptune pretrain-lite --tower b1
+	$(VENV)/bin/cliptune pretrain-lite --tower b2
 
 demo: venv apt-demo
 	$(VENV)/bin/cliptune demo

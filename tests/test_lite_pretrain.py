@@ -112,11 +112,47 @@ def test_fine_tuned_lite_export_reloads(tmp_path):
         assert torch.equal(value, again.state_dict()[key]), key
 
 
-def test_larger_towers_are_named_and_without_heads_say_so():
+def test_pretrain_lite_fits_heads_for_a_larger_tower(monkeypatch, capsys, shapes_csv, tmp_path):
+    card = _pretrain(monkeypatch, capsys, shapes_csv, tmp_path / "pre", "--tower", "b1")
+    assert card["arch"]["tower"] == "efficientnet-lite1" and card["spec"]["tower"] == "b1"
+    assert card["image_size"] == 240
+
+
+@pytest.mark.parametrize("variant,net", [("b1", "efficientnet-lite1"), ("b2", "efficientnet-lite2")])
+def test_larger_towers_ship_their_own_heads(variant, net):
+    from cliptune.models.lite import VARIANTS
+
+    card = lite_heads.read_card(VARIANTS.get(variant).heads)
+    assert card.tower == net
+    record = json.loads((lite_heads.PRETRAINED_DIR / f"{card.name}.json").read_text())
+    assert record["image_size"] == VARIANTS.get(variant).image_size and record["spec"]["tower"] == variant
+    shipped = lite_heads.load_heads(card)
+    model = load_model(f"lite:{variant}", image_size=64, context_length=16)
+    assert model.spec == f"lite:{variant}"
+    for key, value in model.image_tower.proj.state_dict().items():
+        assert torch.equal(value, shipped[lite_heads.IMAGE_PREFIX + key])
+    assert torch.equal(model.logit_scale.detach(), shipped["logit_scale"])
+
+
+def test_towers_are_named_and_one_without_heads_says_so(monkeypatch, tmp_path):
     from cliptune.models.lite import VARIANTS
 
     assert [VARIANTS.get(v).image_size for v in ("b0", "b1", "b2")] == [224, 240, 260]
     with pytest.raises(ModelLoadError, match="unknown lite image tower 'b9'"):
         load_model("lite-random:b9")
+    with pytest.raises(ModelLoadError, match="were fitted for efficientnet-lite0, not efficientnet-lite1"):
+        _swap_heads(monkeypatch, tmp_path, "lite0-heads", "lite1-heads")
+        load_model("lite:b1")
+    monkeypatch.setattr(lite_heads, "PRETRAINED_DIR", tmp_path / "empty")
     with pytest.raises(ModelLoadError, match="no aligned heads ship for lite:b1"):
         load_model("lite:b1")
+
+
+def _swap_heads(monkeypatch, tmp_path, source: str, target: str) -> None:
+    """A package folder where `target`'s heads are a copy of `source`'s (fitted for another tower)."""
+    folder = tmp_path / "swapped"
+    shutil.copytree(lite_heads.PRETRAINED_DIR, folder)
+    record = json.loads((folder / f"{source}.json").read_text())
+    (folder / f"{target}.json").write_text(json.dumps({**record, "file": f"{target}.safetensors"}))
+    shutil.copy(folder / f"{source}.safetensors", folder / f"{target}.safetensors")
+    monkeypatch.setattr(lite_heads, "PRETRAINED_DIR", folder)

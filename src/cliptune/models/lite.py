@@ -272,6 +272,14 @@ def _variant(argument: str | None) -> str:
     return variant
 
 
+def shipped_tower_specs() -> tuple[str, ...]:
+    """`lite` and `lite:<variant>` for every image tower whose aligned heads ship in the package."""
+    from cliptune.models.lite_heads import PRETRAINED_DIR
+
+    return tuple("lite" if v == "b0" else f"lite:{v}" for v in VARIANTS.names()
+                 if (PRETRAINED_DIR / f"{VARIANTS.get(v).heads}.json").is_file())
+
+
 @SPECS.register("lite")
 def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEncoder:
     """`lite` with the aligned heads shipped in the package (hash-checked), so it works zero-shot.
@@ -287,6 +295,10 @@ def build_lite(argument: str | None = None, seed: int = 0, **kw) -> LiteDualEnco
         raise ModelLoadError(f"no aligned heads ship for lite:{variant} yet: use lite-random:{variant} (random "
                              f"heads), or make them with `cliptune pretrain-lite` for that tower")
     card = read_card(name)
+    net = VARIANTS.get(variant).net
+    if card.tower != net:
+        raise ModelLoadError(f"{PRETRAINED_DIR / name}.json: these heads were fitted for {card.tower}, not {net}; "
+                             f"rebuild them with `cliptune pretrain-lite --tower {variant}`")
     shipped = {"embed_dim": card.embed_dim, "head": card.head, "head_hidden": card.head_hidden}
     model = build_lite_random(argument, seed, **{**shipped, **kw})
     chosen = {key: model.arch[key] for key in shipped}

@@ -21,6 +21,7 @@ class PretrainSpec:
     held_out: float = 0.03
     max_images: int | None = 2200  # per data set; the CPU cost is one EfficientNet pass per image
     split_seed: int = 0
+    tower: str = "b0"  # which embedded image tower (lite.VARIANTS) the heads are fitted for
 
 
 def _data_record(paths: list[str]) -> list[dict]:
@@ -40,22 +41,25 @@ def run_pretrain(spec: PretrainSpec, out_dir: Path, name: str, command: str, pro
     """Fit lite's heads on `spec.data` and write them to `out_dir`; returns the written record."""
     import torch
 
+    from cliptune.models.lite import VARIANTS
     from cliptune.models.registry import load_model
     from cliptune.pretrain.features import extract, load_records
     from cliptune.pretrain.ship import write_heads
     from cliptune.train.feature_cache import default_cache_dir
 
     torch.manual_seed(spec.split_seed)
-    model = load_model("lite-random", embed_dim=spec.embed_dim, head=spec.head, head_hidden=spec.head_hidden)
+    model = load_model(f"lite-random:{spec.tower}", embed_dim=spec.embed_dim, head=spec.head,
+                       head_hidden=spec.head_hidden)
     train, held = load_records(spec.data, spec.held_out, spec.split_seed, spec.max_images)
-    log(f"pre-training lite's heads on {len(train)} images ({len(held)} held out)")
+    log(f"pre-training the heads of {model.spec} ({VARIANTS.get(spec.tower).net}, {model.image_size} px) "
+        f"on {len(train)} images ({len(held)} held out)")
     cache = default_cache_dir() if cache_dir is None else cache_dir
     train_feats = extract(model, train, cache, progress, "(train)")
     held_feats = extract(model, held, cache, progress, "(held out)")
     recipe = HeadRecipe(epochs=spec.epochs)
     fitted = fit_heads(model, train_feats, recipe, log=log if progress else None)
     metrics = heldout_metrics(model, held_feats)
-    record = {"arch": {"tower": "efficientnet-lite0", "text": "all-MiniLM-L6-v2", "embed_dim": spec.embed_dim,
+    record = {"arch": {"tower": VARIANTS.get(spec.tower).net, "text": "all-MiniLM-L6-v2", "embed_dim": spec.embed_dim,
                        "head": spec.head, "head_hidden": spec.head_hidden,
                        "logit_scale": float(model.scale().detach())},
               "spec": asdict(spec), "recipe": recipe.as_dict(), "command": command,
