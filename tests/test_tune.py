@@ -309,3 +309,36 @@ def test_a_cpu_search_leaves_augmentation_out():
     gpu = default_space(ModelFacts(**facts, live_images_fast=True)).describe()
     assert "augment" not in cpu and "augment" in gpu
     assert set(gpu) - set(cpu) == {"augment"}
+
+
+def test_the_embedded_towers_are_a_dimension_and_native_size_follows_the_tower():
+    """With lite as the base, a trial may swap the image tower (lite:b1, lite:b2) and run it at its own size."""
+    from cliptune.config import load_config
+    from cliptune.tune.space import ModelFacts, default_space, tower_alternatives
+
+    assert tower_alternatives("lite") == ("lite", "lite:b1", "lite:b2")
+    assert tower_alternatives("lite:b2") == ("lite:b2", "lite", "lite:b1")
+    assert tower_alternatives("tiny-clip") == () and tower_alternatives("lite-random") == ()
+    facts = ModelFacts(n_blocks={"image": 17, "text": 6}, native_image_size=224, resizable=True,
+                       live_images_fast=False, towers=tower_alternatives("lite"))
+    space = default_space(facts)
+    assert space.describe()["image_tower"]["choices"] == ["lite", "lite:b1", "lite:b2"]
+    assert space.describe()["image_size"]["choices"] == [None, 192, 160]
+    base = load_config(None, ["model.spec=lite"])
+    params = space.base_params(base, facts)
+    assert params["image_tower"] == "lite" and params["image_size"] is None
+    sets = space.overrides({**params, "image_tower": "lite:b1"}, base)
+    assert "model.spec=lite:b1" in sets and "model.image_size=null" in sets
+    cfg = load_config(None, sets)
+    assert cfg.model.spec == "lite:b1" and cfg.model.image_size is None
+    no_towers = default_space(ModelFacts(n_blocks={"image": 4, "text": 4}, native_image_size=64, resizable=True))
+    assert "image_tower" not in no_towers.describe()
+
+
+def test_leaderboard_settings_name_the_tower_and_native_size():
+    from cliptune.tune.leaderboard import settings_text
+
+    params = {"unfreeze_image": 2, "unfreeze_text": 1, "lr": 1e-4, "head_lr": 1e-3, "loss": "infonce", "epochs": 12,
+              "image_tower": "lite:b1", "image_size": None}
+    assert settings_text(params) == "img2 txt1 lr 1e-04 head 1e-03 infonce ep12 lite:b1 native px"
+    assert settings_text({**params, "image_size": 160}).endswith("lite:b1 160px")

@@ -71,8 +71,11 @@ def settings_text(params: dict[str, Any]) -> str:
         parts.append("aug" if params["augment"] else "no-aug")
     if "epochs" in params:
         parts.append(f"ep{params['epochs']}")
+    if "image_tower" in params:
+        parts.append(str(params["image_tower"]))
     if "image_size" in params:
-        parts.append(f"{params['image_size']}px")
+        size = params["image_size"]
+        parts.append("native px" if size is None else f"{size}px")
     return " ".join(parts)
 
 

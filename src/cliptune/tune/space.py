@@ -8,8 +8,10 @@ turns it into `--set`-style overrides of the base recipe.
   loss            loss.type                    infonce | siglip
   augment         augment.enabled              false | true (not on a CPU: see below)
   epochs          train.epochs                 int 4..15
-  image_size      model.image_size             the model's native size and two smaller ones (224 → 224/192/160);
-                                               absent when the backend has a fixed input size
+  image_tower     model.spec                   the embedded image towers with shipped heads (lite, lite:b1,
+                                               lite:b2), when the base model is one of them
+  image_size      model.image_size             native (each tower's own) and two smaller sizes (224 → native/192/
+                                               160); absent when the backend has a fixed input size
 
 Every searched trial freezes both towers except their last `unfreeze_*` blocks (`model.freeze=both`), so the two
 counts mean what they say whatever the recipe's own freeze setting; the base recipe's trial runs it untouched.
@@ -91,6 +93,7 @@ class ModelFacts:
     native_image_size: int
     resizable: bool  # the backend builds its image transform for any model.image_size
     live_images_fast: bool = True  # training on a GPU: a live (augmented) image tower is affordable
+    towers: tuple[str, ...] = ()  # model specs that differ from the base only in the image tower (base first)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class SearchSpace:
         out = list(FIXED_OVERRIDES)
         for dim in self.dims:
             value = params[dim.name]
-            out.append(f"{dim.key}={str(value).lower() if isinstance(value, bool) else value}")
+            out.append(f"{dim.key}={_yaml_scalar(value)}")
             if dim.key == "loss.type" and value != base.loss.type:
                 out.append("loss.params={}")  # the recipe's loss parameters belong to its own loss
         return out
@@ -116,6 +119,13 @@ class SearchSpace:
 
     def describe(self) -> dict[str, dict]:
         return {dim.name: dim.describe() for dim in self.dims}
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as `--set` reads it back (YAML): true/false, null for "the model's own"."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _unfrozen(side: str) -> Callable[[Config, ModelFacts], int]:
@@ -134,14 +144,16 @@ BASE_VALUES: dict[str, Callable[[Config, ModelFacts], Any]] = {
     "loss": lambda cfg, facts: cfg.loss.type,
     "augment": lambda cfg, facts: cfg.augment.enabled,
     "epochs": lambda cfg, facts: cfg.train.epochs,
-    "image_size": lambda cfg, facts: cfg.model.image_size or facts.native_image_size,
+    "image_tower": lambda cfg, facts: cfg.model.spec,
+    "image_size": lambda cfg, facts: None if cfg.model.image_size == facts.native_image_size else cfg.model.image_size,
 }
 
 
-def image_sizes(native: int) -> tuple[int, ...]:
-    """The native size and smaller ones, multiples of 8 (what strided convolutions and patch grids like)."""
-    sizes = [native] + [max(32, int(round(native * f / 8)) * 8) for f in SIZE_FRACTIONS[1:]]
-    return tuple(dict.fromkeys(s for s in sizes if s <= native))
+def image_sizes(native: int) -> tuple[int | None, ...]:
+    """None (each tower's native size) and smaller ones, multiples of 8 (what strided convolutions and patch grids
+    like)."""
+    smaller = [max(32, int(round(native * f / 8)) * 8) for f in SIZE_FRACTIONS[1:]]
+    return (None, *dict.fromkeys(s for s in smaller if s < native))
 
 
 def default_space(facts: ModelFacts) -> SearchSpace:
@@ -153,6 +165,8 @@ def default_space(facts: ModelFacts) -> SearchSpace:
     if facts.live_images_fast:
         dims.append(ChoiceDim("augment", "augment.enabled", (False, True)))
     dims.append(IntDim("epochs", "train.epochs", 4, 15))
+    if len(facts.towers) > 1:
+        dims.append(ChoiceDim("image_tower", "model.spec", tuple(facts.towers)))
     if facts.resizable:
         dims.append(ChoiceDim("image_size", "model.image_size", image_sizes(facts.native_image_size)))
     return SearchSpace(tuple(dims))
@@ -169,7 +183,16 @@ def model_facts(base: Config) -> ModelFacts:
     native = int(model.image_size)
     return ModelFacts(n_blocks={side: model.tower(side).n_blocks for side in SIDES}, native_image_size=native,
                       resizable=_builds_at(base, image_sizes(native)[-1]),
-                      live_images_fast=device_kind(base.train.device)[0] != "cpu")
+                      live_images_fast=device_kind(base.train.device)[0] != "cpu",
+                      towers=tower_alternatives(base.model.spec))
+
+
+def tower_alternatives(spec: str) -> tuple[str, ...]:
+    """`spec` and the specs that swap only its image tower for another embedded one with shipped heads."""
+    from cliptune.models.lite import shipped_tower_specs
+
+    siblings = shipped_tower_specs()
+    return (spec, *(s for s in siblings if s != spec)) if spec in siblings else ()
 
 
 def _with_image_size(cfg: Config, size: int | None) -> Config:
