@@ -53,15 +53,18 @@ def prefix_texts(model: DualEncoder, texts: list[str], k: int, batch_size: int =
     return _stack(chunks)
 
 
-@torch.inference_mode()
-def suffix_batched(tower, features: Features, k: int, batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+def feature_batches(tower, features: Features, batch_size: int):
+    """Cached cut-point features in batches, each trimmed to its own padding and on the tower's device."""
     device = next(tower.parameters()).device
     n = next(iter(features.values())).shape[0]
-    out = []
     for start in range(0, n, batch_size):
         batch = tower.trim({key: v[start:start + batch_size] for key, v in features.items()})
-        emb = tower.suffix({key: v.to(device) for key, v in batch.items()}, k)
-        out.append(emb.float().cpu())
+        yield {key: v.to(device) for key, v in batch.items()}
+
+
+@torch.inference_mode()
+def suffix_batched(tower, features: Features, k: int, batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+    out = [tower.suffix(batch, k).float().cpu() for batch in feature_batches(tower, features, batch_size)]
     emb = torch.cat(out)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 

@@ -46,13 +46,11 @@ def has_pool_prefix(tower: Tower) -> bool:
 @torch.inference_mode()
 def pool_batched(tower: Tower, features: Features, k: int, batch_size: int = 64) -> Features:
     """`tower.pool_prefix` over cached cut-point features, in batches (memory stays flat), on the tower's device."""
-    device = next(tower.parameters()).device
-    n = next(iter(features.values())).shape[0]
+    from cliptune.inference.embed import feature_batches
+
     chunks = []
-    for start in range(0, n, batch_size):
-        batch = tower.trim({key: v[start:start + batch_size] for key, v in features.items()})
-        part = tower.pool_prefix({key: v.to(device) for key, v in batch.items()}, k)
-        chunks.append({key: v.float().cpu() for key, v in part.items()})
+    for batch in feature_batches(tower, features, batch_size):
+        chunks.append({key: v.float().cpu() for key, v in tower.pool_prefix(batch, k).items()})
     return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
 
 
