@@ -156,3 +156,19 @@ def _swap_heads(monkeypatch, tmp_path, source: str, target: str) -> None:
     (folder / f"{target}.json").write_text(json.dumps({**record, "file": f"{target}.safetensors"}))
     shutil.copy(folder / f"{source}.safetensors", folder / f"{target}.safetensors")
     monkeypatch.setattr(lite_heads, "PRETRAINED_DIR", folder)
+
+
+def test_a_larger_tower_has_its_own_cache_key_and_reloads_from_its_export(tmp_path):
+    from cliptune.models.freeze import plan_freeze
+    from cliptune.train.feature_cache import FeatureCache
+
+    small = load_model("lite", image_size=64, context_length=16)
+    larger = load_model("lite:b1", image_size=64, context_length=16)
+    keys = [FeatureCache(m, plan_freeze(m, "both"), tmp_path / "cache")._key("image", "same inputs")
+            for m in (small, larger)]
+    assert keys[0] != keys[1]
+    larger.save(tmp_path / "m")
+    again = load_model(str(tmp_path / "m"))
+    assert again.arch["variant"] == "b1" and again.image_tower.n_blocks == larger.image_tower.n_blocks
+    for key, value in larger.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
