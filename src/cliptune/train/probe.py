@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from cliptune.config import Config
 from cliptune.data.records import Dataset, Record
 from cliptune.eval.retrieval import retrieval_metrics
+from cliptune.inference.embed import suffix_batched
 from cliptune.inference.evaluate import Scored, score_embeddings
 from cliptune.models.base import DualEncoder
 from cliptune.models.freeze import SIDES
@@ -118,15 +119,8 @@ def _set_heads_mode(model: DualEncoder, training: bool) -> None:
 
 def embed(model: DualEncoder, feats: SplitFeatures, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised embeddings of a split's k = 0 features through the current heads."""
-    device = model.logit_scale.device
-    out = []
-    with torch.no_grad():
-        for side, features in (("image", feats.image), ("text", feats.text)):
-            n = next(iter(features.values())).shape[0]
-            parts = [model.tower(side).suffix({k: v[i:i + batch_size].to(device) for k, v in features.items()}, 0)
-                     for i in range(0, n, batch_size)]
-            out.append(F.normalize(torch.cat(parts).float(), dim=-1).cpu())
-    return out[0], out[1]
+    return (suffix_batched(model.image_tower, feats.image, 0, batch_size),
+            suffix_batched(model.text_tower, feats.text, 0, batch_size))
 
 
 def val_score(model: DualEncoder, val: SplitFeatures, metric: str, chunk_size: int) -> float:
