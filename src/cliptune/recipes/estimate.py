@@ -193,7 +193,7 @@ def estimate_run(cfg: Config, t: Timings, splits: Splits, steps: int, cached: di
     n_test_evals = (1 + int(cfg.eval.before)) if splits.test else 0
     eval_s = n_val_evals * _eval_seconds(t, splits.val, cached) + n_test_evals * _eval_seconds(t, splits.test,
                                                                                                cached)
-    if getattr(cfg.eval, "probe", False) and splits.test:  # its pooled features come from the cached ones
+    if cfg.eval.probe and splits.test:  # its pooled features come from the cached ones
         everything = splits.train + splits.val + splits.test
         eval_s += len(everything) * t.image_suffix + _n_captions(everything) * t.text_suffix
     return Estimate(features_s=_features_seconds(t, splits, cached, on_disk), train_s=steps * t.step, eval_s=eval_s,
