@@ -473,12 +473,18 @@ def _both_directions_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, t2i_
 def query_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
                 chunk_size: int = 1024, max_chunk_bytes: int | None = DEFAULT_MAX_CHUNK_BYTES) -> dict[str, QueryRanks]:
     """`QueryRanks` for ``"t2i"`` and ``"i2t"``, under the same conventions and checks as `retrieval_metrics`."""
+    directions = _checked_directions(image_emb, text_emb, text_to_image, chunk_size, max_chunk_bytes)
+    return {name: _query_ranks(*parts) for name, parts in directions.items()}
+
+
+def _checked_directions(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                        chunk_size: int, max_chunk_bytes: int | None) -> dict:
+    """The inputs checked, then both directions ranked: what every public entry point here starts with."""
     image_emb, text_emb = _check_matrix(image_emb, "image_emb"), _check_matrix(text_emb, "text_emb")
     _check_pair(text_emb, image_emb, "text_emb", "image_emb")
+    chunk_size, max_chunk_bytes = _check_chunk_size(chunk_size), _check_max_chunk_bytes(max_chunk_bytes)
     t2i_index = _check_text_to_image(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
-    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, _check_chunk_size(chunk_size),
-                                        _check_max_chunk_bytes(max_chunk_bytes))
-    return {name: _query_ranks(*parts) for name, parts in directions.items()}
+    return _both_directions_ranks(image_emb, text_emb, t2i_index, chunk_size, max_chunk_bytes)
 
 
 @torch.no_grad()
@@ -512,17 +518,9 @@ def retrieval_metrics(
         ValueError: on shape/dtype/device mismatches, empty inputs, non-finite values, out-of-range
             ``text_to_image`` entries, or bad ``ks`` / ``chunk_size`` / ``max_chunk_bytes``.
     """
-    image_emb = _check_matrix(image_emb, "image_emb")
-    text_emb = _check_matrix(text_emb, "text_emb")
-    _check_pair(text_emb, image_emb, "text_emb", "image_emb")
     ks = _check_ks(ks)
-    chunk_size = _check_chunk_size(chunk_size)
-    max_chunk_bytes = _check_max_chunk_bytes(max_chunk_bytes)
-    n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
-    t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
-
-    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, chunk_size, max_chunk_bytes)
-    return _metrics_of(directions, ks, n_images, n_texts)
+    directions = _checked_directions(image_emb, text_emb, text_to_image, chunk_size, max_chunk_bytes)
+    return _metrics_of(directions, ks, image_emb.shape[0], text_emb.shape[0])
 
 
 def _metrics_of(directions: dict, ks: tuple[int, ...], n_images: int, n_texts: int) -> dict:
@@ -540,15 +538,10 @@ def retrieval_metrics_and_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor,
                                 ) -> tuple[dict, dict[str, QueryRanks]]:
     """`retrieval_metrics` and `query_ranks` from one ranking pass: the ranking is the expensive part, and a model
     evaluated for a paired bootstrap needs both from the same scores."""
-    image_emb, text_emb = _check_matrix(image_emb, "image_emb"), _check_matrix(text_emb, "text_emb")
-    _check_pair(text_emb, image_emb, "text_emb", "image_emb")
     ks = _check_ks(ks)
-    n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
-    t2i_index = _check_text_to_image(text_to_image, n_images, n_texts, image_emb.device)
-    directions = _both_directions_ranks(image_emb, text_emb, t2i_index, _check_chunk_size(chunk_size),
-                                        _check_max_chunk_bytes(max_chunk_bytes))
+    directions = _checked_directions(image_emb, text_emb, text_to_image, chunk_size, max_chunk_bytes)
     ranks = {name: _query_ranks(*parts) for name, parts in directions.items()}
-    return _metrics_of(directions, ks, n_images, n_texts), ranks
+    return _metrics_of(directions, ks, image_emb.shape[0], text_emb.shape[0]), ranks
 
 
 def mean_recall(metrics: dict, k: int = 10) -> float:
